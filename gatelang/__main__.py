@@ -1,0 +1,5 @@
+import sys
+
+from gatelang.cli import main
+
+sys.exit(main())
