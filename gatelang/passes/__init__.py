@@ -1,0 +1,1 @@
+"""Plan passes: probe, localize, gate and verify, registered by their op name."""

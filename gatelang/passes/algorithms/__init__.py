@@ -1,0 +1,1 @@
+"""Editing algorithms as pure functions over a model, module paths and token batches."""

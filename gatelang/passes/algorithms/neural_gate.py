@@ -1,0 +1,184 @@
+"""Neural Gate (Cao et al.): feature vector, gate and gated down-projection fine-tune.
+
+Faithful to the published code (see docs/methods.md): the "neurons" are the residual-stream
+dimensions of one decoder layer's output at the subject's last token; a multiplicative feature
+vector tanh(m) is learned there so that the model refuses sensitive prompts while keeping its own
+answers to paired benign prompts; dims that the optimiser sign-flips in more than a threshold
+share of samples form the gate; then only that layer's `mlp.down_proj.weight` is fine-tuned, with
+the gradient at the subject token passing only through the gated dims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gatelang.passes.tensors import (
+    TokenBatch,
+    edit_subject_states,
+    forward_logits,
+    freeze,
+    per_row_nll,
+    restore_grad,
+)
+
+# The six context templates of the published code (`ours/get_mask_for_cat_level.py`).
+CONTEXT_TEMPLATES: tuple[str, ...] = (
+    "{}",
+    "The image shows that. {}",
+    "Therefore, it is. {}",
+    "Because I am just. {}",
+    "I am an AI. {}",
+    "You want to. {}",
+)
+
+
+def objective(per_row: torch.Tensor, benign: torch.Tensor, kl_factor: float) -> torch.Tensor:
+    """NLL(refusal | sensitive), averaged over sensitive rows, + kl_factor * NLL(benign answer)."""
+    benign = benign.to(per_row.device)
+    loss = per_row.new_zeros(())
+    if (~benign).any():
+        loss = loss + per_row[~benign].mean()
+    if benign.any():
+        loss = loss + kl_factor * per_row[benign].mean()
+    return loss
+
+
+@dataclass
+class FeatureVector:
+    m: torch.Tensor  # [D] raw parameter; the scaling is tanh(m)
+    loss: float
+    steps: int
+
+    def mask(self, privacy_value: float = 0.0) -> torch.Tensor:
+        """Dims this sample selects: those whose scaling went below privacy_value (sign flips)."""
+        return torch.tanh(self.m) < privacy_value
+
+
+def learn_feature_vector(
+    model: nn.Module,
+    layer: nn.Module,
+    batch: TokenBatch,
+    *,
+    hidden_size: int,
+    steps: int = 25,
+    lr: float = 0.5,
+    l1: float = 0.001,
+    kl_factor: float = 1.25,
+    init: float = 2.0,
+    early_stop: float = 0.05,
+) -> FeatureVector:
+    """Optimise m (init 2, tanh(2)≈0.96) with the model frozen; Adam(lr, eps 1e-3)."""
+    device = next(model.parameters()).device
+    flags = freeze(model)
+    try:
+        m = torch.full((hidden_size,), float(init), device=device, requires_grad=True)
+        opt = torch.optim.Adam([m], lr=lr, eps=1e-3)
+        loss_val = float("inf")
+        done = 0
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            with edit_subject_states(layer, batch.subject_index, lambda h: h * torch.tanh(m)):
+                logits = forward_logits(model, batch)
+            loss = objective(per_row_nll(logits, batch.labels), batch.benign, kl_factor)
+            loss = loss + l1 * (m - init).abs().mean()
+            loss_val = float(loss.detach())
+            done = step + 1
+            if loss_val < early_stop:
+                break
+            loss.backward()
+            opt.step()
+        return FeatureVector(m=m.detach().clone(), loss=loss_val, steps=done)
+    finally:
+        restore_grad(model, flags)
+
+
+def build_gate(
+    masks: torch.Tensor, threshold: float = 0.3, sparsity: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gate = dims selected in more than `threshold` of samples, capped at `sparsity` of dims.
+
+    Returns (gate bool [D], share float [D]). The cap keeps the dims with the highest share
+    (ties by lower index, so the result is deterministic).
+    """
+    if masks.dim() != 2 or masks.shape[0] == 0:
+        raise ValueError("build_gate needs a non-empty [samples, dims] mask matrix")
+    share = masks.float().mean(0)
+    gate = share > threshold
+    cap = int(sparsity * share.numel() + 1e-9)
+    if int(gate.sum()) > cap:
+        order = sorted(range(share.numel()), key=lambda j: (-float(share[j]), j))
+        keep = torch.zeros_like(gate)
+        for j in order[:cap]:
+            if gate[j]:
+                keep[j] = True
+        gate = keep
+    return gate, share
+
+
+def gated_finetune(
+    model: nn.Module,
+    layer: nn.Module,
+    weight: nn.Parameter,
+    pairs: Sequence[TokenBatch],
+    gate: torch.Tensor | None,
+    *,
+    steps: int = 10,
+    lr: float = 1e-5,
+    kl_factor: float = 1.25,
+    epochs: int = 1,
+    early_stop: float = 1e-3,
+    row_mask: torch.Tensor | None = None,
+    on_pair: Callable[[int, float], None] | None = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """Fine-tune `weight` (the layer's down_proj) on (sensitive, benign) pairs; returns its delta.
+
+    `gate` None is the unmasked fine-tune baseline. With a gate, a hook on the layer output sets
+    h[b, s_b] = where(gate, h, h.detach()), so the subject token's gradient reaches the weight only
+    through gated dims while every other token keeps its full gradient (the paper's net update
+    (M ⊙ ∇^S L + ∇^{¬S} L)). `row_mask` (bool [out_features]) optionally confines the update to
+    those output rows, which makes the patch as sparse as the gate. Adam(lr, eps 1e-3) is
+    re-created for every pair, as in the published code.
+    """
+    original = weight.detach().clone()
+    flags = freeze(model)
+    losses: list[float] = []
+    weight.requires_grad_(True)
+    handle = None
+    if row_mask is not None:
+        keep = row_mask.to(weight.device, weight.dtype).unsqueeze(1)
+        handle = weight.register_hook(lambda g: g * keep)
+    try:
+        k = 0
+        for _ in range(epochs):
+            for pair in pairs:
+                opt = torch.optim.Adam([weight], lr=lr, eps=1e-3, weight_decay=0.0)
+                last = float("nan")
+                for _step in range(steps):
+                    opt.zero_grad(set_to_none=True)
+                    if gate is None:
+                        logits = forward_logits(model, pair)
+                    else:
+                        g = gate.to(weight.device)
+                        with edit_subject_states(
+                            layer, pair.subject_index, lambda h, g=g: torch.where(g, h, h.detach())
+                        ):
+                            logits = forward_logits(model, pair)
+                    loss = objective(per_row_nll(logits, pair.labels), pair.benign, kl_factor)
+                    last = float(loss.detach())
+                    if last < early_stop:
+                        break
+                    loss.backward()
+                    opt.step()
+                losses.append(last)
+                if on_pair is not None:
+                    on_pair(k, last)
+                k += 1
+    finally:
+        if handle is not None:
+            handle.remove()
+        restore_grad(model, flags)
+    return (weight.detach() - original), losses
