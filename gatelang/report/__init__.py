@@ -1,0 +1,1 @@
+"""Artifacts of a run: the patch (safetensors), report.json/.md/.html and gate.lock."""

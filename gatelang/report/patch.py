@@ -1,0 +1,229 @@
+"""The patch: only the weights an edit changed, as safetensors, bound to its base model's hash.
+
+Layout (version 1). For every edited parameter NAME the file holds one of
+  ``NAME::rows`` (int64 [k]) + ``NAME::values`` ([k, in])   -- changed rows, new values
+  ``NAME::cols`` (int64 [k]) + ``NAME::values`` ([out, k])  -- changed columns, new values
+  ``NAME::full`` ([out, in])                                 -- the whole new tensor
+whichever is smallest. New values (not deltas) are stored, so applying a patch is exact and
+idempotent. The metadata names the base weights' sha256; `apply_patch` refuses any other base,
+because a patch written for one checkpoint silently corrupts another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from torch import nn
+
+from gatelang.errors import GatelangError
+from gatelang.runtime.atomic import atomic_write_bytes
+
+PATCH_FORMAT = "gatelang-patch/1"
+
+
+class PatchError(GatelangError):
+    """The patch is malformed or was written for a different base model."""
+
+
+def state_sha256(model: nn.Module) -> str:
+    """Hash of every parameter and buffer (name, dtype, shape, bytes), in name order.
+
+    Used when the loader did not provide a weights hash; it depends only on values, so the same
+    checkpoint loaded twice hashes the same.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class TensorEdit:
+    name: str
+    kind: str  # rows | cols | full
+    index: torch.Tensor | None
+    values: torch.Tensor
+    shape: tuple[int, ...]
+
+    @property
+    def params_changed(self) -> int:
+        return int(self.values.numel())
+
+
+@dataclass
+class Patch:
+    edits: list[TensorEdit]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_sha256(self) -> str:
+        return self.metadata.get("base_weights_sha256", "")
+
+    def params_changed(self) -> int:
+        return sum(e.params_changed for e in self.edits)
+
+
+def diff_tensor(name: str, before: torch.Tensor, after: torch.Tensor) -> TensorEdit | None:
+    """Smallest representation of `after` given `before`; None when nothing changed."""
+    if before.shape != after.shape:
+        raise PatchError(f"{name}: shape changed from {tuple(before.shape)} to {tuple(after.shape)}")
+    changed = before != after
+    if not bool(changed.any()):
+        return None
+    after = after.detach().to("cpu").contiguous()
+    if after.dim() != 2:
+        return TensorEdit(name, "full", None, after, tuple(after.shape))
+    rows = torch.nonzero(changed.any(1)).flatten().cpu()
+    cols = torch.nonzero(changed.any(0)).flatten().cpu()
+    out_f, in_f = after.shape
+    options = [
+        (rows.numel() * in_f + rows.numel(), "rows"),
+        (cols.numel() * out_f + cols.numel(), "cols"),
+        (out_f * in_f, "full"),
+    ]
+    _cost, kind = min(options, key=lambda o: (o[0], ["rows", "cols", "full"].index(o[1])))
+    if kind == "rows":
+        return TensorEdit(name, kind, rows, after[rows].contiguous(), tuple(after.shape))
+    if kind == "cols":
+        return TensorEdit(name, kind, cols, after[:, cols].contiguous(), tuple(after.shape))
+    return TensorEdit(name, kind, None, after, tuple(after.shape))
+
+
+def make_patch(
+    before: Mapping[str, torch.Tensor],
+    after: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str],
+) -> Patch:
+    edits = []
+    for name in sorted(after):
+        edit = diff_tensor(name, before[name], after[name])
+        if edit is not None:
+            edits.append(edit)
+    return Patch(edits=edits, metadata=dict(metadata))
+
+
+def patch_bytes(patch: Patch) -> bytes:
+    tensors: dict[str, torch.Tensor] = {}
+    index = []
+    for e in patch.edits:
+        if e.kind == "full":
+            tensors[f"{e.name}::full"] = e.values.contiguous()
+        else:
+            tensors[f"{e.name}::{e.kind}"] = e.index.to(torch.int64).contiguous()
+            tensors[f"{e.name}::values"] = e.values.contiguous()
+        index.append({"name": e.name, "kind": e.kind, "shape": list(e.shape)})
+    meta = {k: str(v) for k, v in patch.metadata.items()}
+    meta["format"] = PATCH_FORMAT
+    meta["tensors"] = json.dumps(index, sort_keys=True)
+    return stable_safetensors(tensors, meta)
+
+
+_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def stable_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """Serialise in the safetensors format with a sorted header, so equal patches are equal bytes.
+
+    The reference writer orders header keys through a hash map, which makes two writes of the same
+    tensors differ byte-wise and would break the lock's patch hash and the determinism promise.
+    """
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.dtype not in _DTYPES:
+            raise PatchError(f"{name}: dtype {t.dtype} cannot be stored in a patch")
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+
+
+def write_patch(path: str | os.PathLike[str], patch: Patch) -> str:
+    """Write atomically; returns the file's sha256."""
+    data = patch_bytes(patch)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_patch(path: str | os.PathLike[str]) -> Patch:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise PatchError(f"{p}: cannot read patch: {exc.strerror or exc}") from None
+    try:
+        tensors = st_load(data)
+        (header_len,) = struct.unpack("<Q", data[:8])
+        meta = dict(json.loads(data[8 : 8 + header_len]).get("__metadata__") or {})
+    except Exception as exc:  # safetensors raises several unrelated types on bad input
+        raise PatchError(f"{p}: not a safetensors file: {exc}") from None
+    if meta.get("format") != PATCH_FORMAT:
+        raise PatchError(f"{p}: not a gatelang patch (format {meta.get('format')!r})")
+    try:
+        index = json.loads(meta.pop("tensors"))
+        edits = []
+        for item in index:
+            name, kind = item["name"], item["kind"]
+            if kind == "full":
+                edits.append(TensorEdit(name, kind, None, tensors[f"{name}::full"], tuple(item["shape"])))
+            else:
+                edits.append(
+                    TensorEdit(name, kind, tensors[f"{name}::{kind}"], tensors[f"{name}::values"],
+                               tuple(item["shape"]))
+                )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PatchError(f"{p}: malformed patch index: {exc}") from None
+    return Patch(edits=edits, metadata=meta)
+
+
+def apply_patch(
+    model: nn.Module, patch: Patch, *, base_sha256: str | None = None, source: str = "patch"
+) -> None:
+    """Write the patch's values into `model` in place, after checking the base hash.
+
+    `base_sha256` is the loaded base model's weights hash (computed with `state_sha256` when
+    omitted); a mismatch raises PatchError before anything is modified.
+    """
+    want = patch.base_sha256
+    have = base_sha256 if base_sha256 is not None else state_sha256(model)
+    if want and have != want:
+        raise PatchError(
+            f"{source}: this patch was made for base weights {want[:12]}…, but the model's "
+            f"weights hash is {have[:12]}…; load the base model the patch was made for"
+        )
+    params = dict(model.named_parameters())
+    for e in patch.edits:
+        if e.name not in params:
+            raise PatchError(f"{source}: the model has no parameter {e.name!r}")
+        p = params[e.name]
+        if tuple(p.shape) != e.shape:
+            raise PatchError(f"{source}: {e.name} has shape {tuple(p.shape)}, patch expects {e.shape}")
+    with torch.no_grad():
+        for e in patch.edits:
+            p = params[e.name]
+            vals = e.values.to(p.device, p.dtype)
+            if e.kind == "full":
+                p.copy_(vals)
+            elif e.kind == "rows":
+                p[e.index.to(p.device)] = vals
+            else:
+                p[:, e.index.to(p.device)] = vals

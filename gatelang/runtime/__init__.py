@@ -1,0 +1,1 @@
+"""Plan execution: topological order, content-addressed cache, progress, atomic writes."""
