@@ -302,11 +302,13 @@ class Adapter:
         targets: Sequence[str | None] | None = None,
         *,
         add_eos: bool = True,
+        template: bool = True,
     ) -> EncodedBatch:
         """Encode prompts (with optional image and subject text) and optional teacher-forced targets.
 
         Items need a `prompt`; `image` and `subject_text` are read when present, so world
-        queries, measurement items and plain dataclasses all work.
+        queries, measurement items and plain dataclasses all work. `template=False` feeds text
+        prompts verbatim (completion, perplexity) instead of wrapping them in the chat format.
         """
         if not items:
             raise ModelError("cannot encode an empty batch")
@@ -321,7 +323,10 @@ class Adapter:
         for n, item in enumerate(items):
             image = getattr(item, "image", None)
             subject = getattr(item, "subject_text", None)
-            text = self.format_prompt(item.prompt, has_image=image is not None)
+            if template or image is not None:
+                text = self.format_prompt(item.prompt, has_image=image is not None)
+            else:
+                text = item.prompt
             texts.append(text)
             ids, offsets = self._tokenize(text)
             s_idx = _subject_token_index(text, ids, offsets, subject, item.prompt)
@@ -364,7 +369,12 @@ class Adapter:
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         if image_parts:
             inputs.update(self.collate_images(image_parts))
+        inputs.update(self.extra_inputs(input_ids, bool(image_parts)))
         return EncodedBatch(inputs, subject_index, last_index, target_mask, labels, prompt_lens, texts)
+
+    def extra_inputs(self, input_ids: torch.Tensor, has_images: bool) -> dict[str, torch.Tensor]:
+        """Family-specific tensors derived from the padded ids (none by default)."""
+        return {}
 
     def _image_token_id(self) -> int | None:
         if self.image_token is None:

@@ -39,6 +39,7 @@ def generate(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "generate",
+    template: bool = True,
 ) -> list[str]:
     """Greedy answers for each item (prompt, optional image), decoded without special tokens."""
     adapter = loaded.adapter
@@ -50,7 +51,7 @@ def generate(
     with _progress(len(items), desc, progress) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = adapter.encode([items[i] for i in idx]).to(loaded.device, loaded.dtype)
+            batch = adapter.encode([items[i] for i in idx], template=template).to(loaded.device, loaded.dtype)
             out = model.generate(
                 **batch.model_inputs(for_generation=True),
                 max_new_tokens=max_new_tokens,

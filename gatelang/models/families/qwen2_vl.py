@@ -62,5 +62,11 @@ class Qwen2VLAdapter(Adapter):
             expanded += [t] * n if t == pad else [t]
         return expanded, {"pixel_values": out["pixel_values"], "image_grid_thw": grid}
 
+    def extra_inputs(self, input_ids: torch.Tensor, has_images: bool) -> dict[str, torch.Tensor]:
+        """M-RoPE needs to know which positions are image tokens (1) and which are text (0)."""
+        if not has_images:
+            return {}
+        return {"mm_token_type_ids": (input_ids == self._image_token_id()).long()}
+
 
 ADAPTER = Qwen2VLAdapter
