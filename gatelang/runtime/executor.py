@@ -131,6 +131,8 @@ class Executor:
 
     def run(self, plan: Any, *, only: Iterable[str] | None = None) -> RunResult:
         specs = node_specs(plan)
+        graph = plan_graph(plan)
+        kinds = {s.id: s.kind for s in specs}
         if only is not None:
             wanted = set(only)
             g = plan_graph(plan)
@@ -152,6 +154,12 @@ class Executor:
             for role, parent_ids in spec.parents.items():
                 for i, pid in enumerate(parent_ids):
                     inputs[role if len(parent_ids) == 1 else f"{role}.{i}"] = out.results[pid]
+            # Weight edits reach every descendant of a gate, not only its children, so a
+            # report node sees what the patch changes without the plan drawing extra edges.
+            direct = {pid for ids in spec.parents.values() for pid in ids}
+            for aid in sorted(nx.ancestors(graph, spec.id)):
+                if aid not in direct and kinds.get(aid) == "gate" and aid in out.results:
+                    inputs[f"upstream.{aid}"] = out.results[aid]
             set_determinism(node_seed(self.ctx.seed, spec.id))
             t0 = time.perf_counter()
             try:

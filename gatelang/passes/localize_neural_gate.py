@@ -1,0 +1,111 @@
+"""`localize.neural_gate`: choose the layer, learn feature vectors, build the gate.
+
+Layer choice follows the paper: the share of strongly-active dims (those the feature vector flips
+in more than `gate_threshold` of samples) rises then falls over the layers; with `layer auto`
+the layer at the peak is chosen, measured on a few samples per candidate layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gatelang.errors import PlanError
+from gatelang.passes.algorithms.neural_gate import build_gate, learn_feature_vector
+from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
+from gatelang.passes.data import find_data, queries_of
+from gatelang.passes.edit_set import build_examples, examples_to_json, mask_batch
+from gatelang.passes.params import method_params
+
+
+def _percent(value: Any) -> float:
+    """Presets write percentages as '30%' or 30 or 0.3; the algorithms take fractions."""
+    if isinstance(value, str):
+        v = value.strip()
+        return float(v[:-1]) / 100 if v.endswith("%") else float(v)
+    v = float(value)
+    return v / 100 if v > 1 else v
+
+
+def learn_masks(ctx: PassContext, layer: int, batches: list, p: dict[str, Any], progress=None) -> tuple[torch.Tensor, list[float]]:
+    adapter = ctx.loaded.adapter
+    module = adapter.module(f"decoder_layer({layer})")
+    masks, losses = [], []
+    for batch in batches:
+        fv = learn_feature_vector(
+            ctx.model, module, batch, hidden_size=adapter.hidden_size,
+            steps=int(p["mask_steps"]), lr=float(p["mask_lr"]), l1=float(p["mask_l1"]),
+            kl_factor=float(p["kl_factor"]),
+        )
+        masks.append(fv.mask(float(p["privacy_value"])))
+        losses.append(fv.loss)
+        if progress is not None:
+            progress.update(1)
+    return torch.stack(masks).cpu(), losses
+
+
+@register
+class NeuralGateLocalize(Pass):
+    op = "localize.neural_gate"
+    kind = "localize"
+    inputs = ("queries",)
+    outputs = ("gate", "layer", "examples")
+
+    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
+        p = method_params(ctx, "neural_gate", node.params)
+        data = find_data(inputs, "queries", "edit")
+        if not data:
+            raise PlanError(f"{node.op}: no edit queries reach this node")
+        queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
+        if not queries:
+            raise PlanError(f"{node.op}: the edit set is empty")
+        examples = build_examples(ctx, queries)
+        samples = examples[:: max(1, int(p.get("mask_stride", 1)))]
+        batches = [mask_batch(ctx, ex) for ex in samples]
+        adapter = ctx.loaded.adapter
+        threshold = _percent(p["gate_threshold"])
+        sparsity = _percent(p["sparsity"])
+        layer_param = p.get("layer", "auto")
+        shares: dict[str, float] = {}
+        if str(layer_param) == "auto":
+            candidates = _candidate_layers(adapter.num_layers, p)
+            probe = batches[: max(1, int(p.get("layer_probe_samples", 4)))]
+            bar = ctx.progress(len(candidates) * len(probe), "localize: layer search")
+            for cand in candidates:
+                m, _ = learn_masks(ctx, cand, probe, p, bar)
+                g, _share = build_gate(m, threshold, 1.0)
+                shares[str(cand)] = float(g.float().mean())
+            bar.close()
+            layer = max(candidates, key=lambda c: (shares[str(c)], -c))
+        else:
+            layer = int(layer_param)
+            if not 0 <= layer < adapter.num_layers:
+                raise PlanError(f"{node.op}: layer {layer} out of range 0..{adapter.num_layers - 1}")
+        bar = ctx.progress(len(batches), f"localize: feature vectors (layer {layer})")
+        masks, losses = learn_masks(ctx, layer, batches, p, bar)
+        bar.close()
+        gate, share = build_gate(masks, threshold, sparsity)
+        return PassResult(
+            data={
+                "layer": layer,
+                "layer_shares": shares,
+                "gate_dims": [int(i) for i in torch.nonzero(gate).flatten()],
+                "gate_size": int(gate.sum()),
+                "hidden_size": int(adapter.hidden_size),
+                "samples": len(batches),
+                "mask_loss_mean": float(sum(losses) / max(1, len(losses))),
+                "examples": examples_to_json(examples),
+                "params": {k: v for k, v in p.items()},
+            },
+            tensors={"gate": gate, "share": share},
+        )
+
+
+def _candidate_layers(n: int, p: dict[str, Any]) -> list[int]:
+    spec = p.get("layer_candidates")
+    if spec:
+        return [int(x) for x in spec if 0 <= int(x) < n]
+    # The first and last layers are embeddings-in/logits-out plumbing; the paper's peak is
+    # always in the middle (LLaVA 11/32, MiniGPT 6/32).
+    return list(range(1, n - 1)) if n > 2 else list(range(n))

@@ -1,0 +1,27 @@
+"""Method parameters: the stdlib preset's defaults overridden by the policy's `method` clause."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatelang.errors import PlanError
+from gatelang.passes.base import PassContext
+
+
+def method_params(ctx: PassContext, method: str, node_params: dict[str, Any]) -> dict[str, Any]:
+    """Preset defaults, then the node's method params (nested under `params`/`method_params` or
+    top-level), then run options (`ctx.options["method_overrides"]`, used by reduced configs)."""
+    presets = ctx.stdlib.methods
+    name = str(node_params.get("method", method))
+    if name not in presets:
+        raise PlanError(f"unknown method {name!r}; known: {', '.join(sorted(presets))}")
+    merged: dict[str, Any] = presets[name].defaults()
+    for key in ("params", "method_params"):
+        nested = node_params.get(key)
+        if isinstance(nested, dict):
+            merged.update(nested)
+    for key, value in node_params.items():
+        if key in merged and key not in ("params", "method_params"):
+            merged[key] = value
+    merged.update(ctx.options.get("method_overrides", {}))
+    return merged

@@ -1,0 +1,81 @@
+"""Passes on a randomly initialised tiny LLaVA loaded through the models layer."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+import torch
+
+from gatelang.models import load_model
+from gatelang.models.tiny import build_tiny_checkpoint
+from gatelang.passes import REGISTRY
+from gatelang.passes.base import PassContext
+from gatelang.runtime.executor import Executor
+
+FAST = {"mask_steps": 3, "steps": 2, "lr": 1e-2, "layer_probe_samples": 1}
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llava-random")
+    build_tiny_checkpoint("llava", folder, seed=0)
+    return load_model(str(folder), device="cpu")
+
+
+def _plan(method_op: str = "gate.neural_gate", loc_op: str | None = "localize.neural_gate") -> nx.DiGraph:
+    g = nx.DiGraph()
+    sel = {"subjects": ["Alice Okafor"], "attributes": ["home_address"], "languages": ["en"],
+           "modalities": ["text", "image"]}
+    g.add_node("d-edit", id="d-edit", op="data.queries", kind="data",
+               params={**sel, "splits": ["edit"], "per_cell_limit": 2})
+    g.add_node("d-held", id="d-held", op="data.queries", kind="data",
+               params={**sel, "languages": ["en", "es"], "splits": ["heldout"], "per_cell_limit": 2})
+    g.add_node("gate", id="gate", op=method_op, kind="gate", params={"params": dict(FAST)})
+    g.add_edge("d-edit", "gate", role="queries")
+    if loc_op:
+        g.add_node("loc", id="loc", op=loc_op, kind="localize",
+                   params={"params": dict(FAST), "ig_steps": 2, "top_k": 5})
+        g.add_edge("d-edit", "loc", role="queries")
+        g.add_edge("loc", "gate", role="localize")
+    g.add_node("ver", id="ver", op="verify.refusal", kind="verify", params={"rule_languages": ["en"]})
+    g.add_edge("gate", "ver", role="gate")
+    g.add_edge("d-held", "ver", role="queries")
+    return g
+
+
+def test_registry_has_the_plan_ops():
+    for op in ("data.queries", "localize.neural_gate", "localize.privacy_neurons", "localize.random",
+               "gate.neural_gate", "gate.finetune", "gate.deactivate", "verify.refusal",
+               "verify.locality", "verify.utility", "report.requirements", "probe.activations"):
+        assert op in REGISTRY, op
+        cls = REGISTRY[op]
+        assert cls.kind and cls.op == op
+
+
+def test_neural_gate_plan_edits_only_one_down_proj(loaded):
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    run = Executor(PassContext(loaded=loaded, seed=0)).run(_plan())
+    loc = run.results["loc"]
+    layer = loc.data["layer"]
+    assert 0 <= layer < loaded.adapter.num_layers
+    assert loc.tensors["gate"].shape == (loaded.adapter.hidden_size,)
+    edits = {k for k in run.results["gate"].tensors if k.startswith("weight:")}
+    assert edits == {f"weight:{loaded.adapter.site(f'down_proj({layer})').path}.weight"}
+    # passes leave the model unedited; the edit travels as tensors
+    for n, p in loaded.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    items = run.results["ver"].data["items"]
+    assert {i["split"] for i in items} == {"heldout", "unseen_language"}
+    assert all(i["before"] in ("leak", "refuse", "other") for i in items)
+
+
+def test_deactivate_plan_zeroes_columns(loaded):
+    run = Executor(PassContext(loaded=loaded, seed=0)).run(
+        _plan("gate.deactivate", "localize.privacy_neurons"))
+    units = run.results["loc"].data["units"]
+    assert 0 < len(units) <= 5
+    for key, value in run.results["gate"].tensors.items():
+        name = key.split(":", 1)[1]
+        layer = int(name.split(".layers.")[1].split(".")[0])
+        cols = [u for li, u in units if li == layer]
+        assert (value[:, cols] == 0).all()
