@@ -1,0 +1,725 @@
+"""Lowering: surface tree -> resolved, checked IR.
+
+Checks collect diagnostics instead of stopping at the first one, so `gatelang check` can show
+every problem in a file at once. A construct with an error is left out of the IR and the
+checks that depend on it are skipped, which keeps one mistake from cascading into many.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gatelang.errors import Diagnostic, DiagnosticError, Span
+from gatelang.ir import model as ir
+from gatelang.ir.subjects import SubjectFileError, read_subject_file
+from gatelang.stdlib import Stdlib, load_stdlib
+from gatelang.syntax import ast
+from gatelang.syntax.source import parse_source, read_source
+
+SUPPORTED_VERSIONS = (1,)
+ALL = "all"
+_DEFAULT_METHOD = {"refuse": "neural_gate", "anonymize": "remap"}
+_PRIVATE_METRICS = ("refusal", "leakage")
+_LOCALITY_METRICS = ("locality", "over_refusal")
+_UTILITY_METRICS = ("utility", "utility_drop")
+_SPLIT_MODALITY = {"image": "image", "document": "document", "scene": "scene"}
+
+
+@dataclass
+class CheckResult:
+    """What `check` found: the IR when there is no error, and every diagnostic."""
+
+    ir: ir.PolicyFile | None
+    diagnostics: list[Diagnostic]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def render(self) -> str:
+        return "\n".join(
+            d.render(self.sources.get(d.span.file) if d.span else None)
+            for d in self.diagnostics
+        )
+
+
+def _hint(valid, got: str | None = None) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(got, valid, n=1) if got else []
+    listing = "valid: " + ", ".join(valid) if valid else "nothing is defined"
+    return (f"did you mean {close[0]!r}? " if close else "") + listing
+
+
+def _order(d: Diagnostic) -> tuple:
+    s = d.span
+    return (s.file, s.line, s.col, d.code) if s else ("", 0, 0, d.code)
+
+
+class _Lowerer:
+    def __init__(self, root: Path, stdlib: Stdlib) -> None:
+        self.root = root.resolve()
+        self.std = stdlib
+        self.diags: list[Diagnostic] = []
+        self.sources: dict[str, str] = {}
+        self.stack: list[Path] = []
+        self.imported: dict[Path, dict[str, ir.SubjectSet]] = {}
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, hint))
+
+    def warn(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, hint, severity="warning"))
+
+    # -- paths -----------------------------------------------------------------------------------
+    def _inside(self, target: Path) -> bool:
+        try:
+            target.resolve().relative_to(self.root)
+        except ValueError:
+            return False
+        return True
+
+    def _shown(self, base_file: str, rel: str) -> str:
+        return os.path.normpath(os.path.join(os.path.dirname(base_file), rel))
+
+    # -- files -----------------------------------------------------------------------------------
+    def lower_file(self, src: ast.SourceFile, real: Path | None) -> ir.PolicyFile | None:
+        self.sources[src.path] = src.source
+        if real is not None:
+            self.stack.append(real.resolve())
+        if src.header.version not in SUPPORTED_VERSIONS:
+            self.error("G100", f"unsupported language version {src.header.version}",
+                       src.header.span, "this gatelang reads `gatelang 1`")
+        uses, attrs, langs, sets = self._scope(src)
+        policies = self._policies(src, attrs, langs, sets)
+        if real is not None:
+            self.stack.pop()
+        return ir.PolicyFile(
+            version=src.header.version,
+            stdlib_version=self.std.version,
+            stdlib_sha256=self.std.sha256,
+            source=src.path,
+            syntax=src.syntax,
+            uses=tuple(uses),
+            attributes_in_scope=tuple(a for a in self.std.attributes if a in attrs),
+            languages_in_scope=tuple(lang for lang in self.std.languages if lang in langs),
+            subject_sets=sets,
+            policies=tuple(policies),
+            span=src.header.span,
+        )
+
+    def _scope(self, src: ast.SourceFile):
+        uses: list[ir.Use] = []
+        attrs: set[str] = set()
+        langs: set[str] = set()
+        sets: dict[str, ir.SubjectSet] = {}
+        seen_uses: set[str] = set()
+        for item in src.items:
+            if not isinstance(item, ast.Use):
+                continue
+            key = ("file:" if item.is_file else "") + item.target.text
+            if key in seen_uses:
+                self.warn("G201", f"{item.target.text!r} is used twice", item.span)
+                continue
+            seen_uses.add(key)
+            if item.is_file:
+                imported = self._import(src, item)
+                if imported is None:
+                    continue
+                path, isets = imported
+                uses.append(ir.Use(kind="file", target=item.target.text, path=path,
+                                   span=item.span))
+                for name, s in isets.items():
+                    if name in sets:
+                        self.error("G114", f"subject set {name!r} is defined twice",
+                                   item.span, f"also defined in {sets[name].defined_in}")
+                    else:
+                        sets[name] = s
+                continue
+            module = item.target.text
+            mod = module.removeprefix("stdlib.") if module.startswith("stdlib.") else None
+            if mod is None or mod not in self.std.modules:
+                self.error("G108", f"unknown module {module!r}", item.target.span,
+                           _hint(("stdlib." + m for m in self.std.modules), module))
+                continue
+            for name in self.std.modules[mod]:
+                (attrs if name in self.std.attributes else langs).add(name)
+            uses.append(ir.Use(kind="stdlib", target=module, span=item.span))
+        for item in src.items:
+            if isinstance(item, ast.SubjectsDef):
+                s = self._subject_set(src, item)
+                if s is None:
+                    continue
+                if s.name in sets:
+                    self.error("G114", f"subject set {s.name!r} is defined twice",
+                               item.name.span, f"first defined in {sets[s.name].defined_in}")
+                else:
+                    sets[s.name] = s
+        return uses, attrs, langs, sets
+
+    def _import(self, src: ast.SourceFile, item: ast.Use):
+        rel = item.target.text
+        shown = self._shown(src.path, rel)
+        base = Path(src.path).parent if src.path != "<string>" else Path(".")
+        target = base / rel
+        if not self._inside(target):
+            self.error("G120", f"{rel!r} is outside the policy's root folder",
+                       item.target.span, f"root folder: {self.root}")
+            return None
+        real = target.resolve()
+        if real in self.stack:
+            chain = " -> ".join(p.name for p in [*self.stack[self.stack.index(real):], real])
+            self.error("G119", f"import cycle: {chain}", item.target.span,
+                       "move the shared subject sets into a file that imports nothing")
+            return None
+        if real in self.imported:
+            return os.path.relpath(real, self.root), self.imported[real]
+        try:
+            text = read_source(target, shown)
+            sub = parse_source(text, shown)
+        except DiagnosticError as exc:
+            if not exc.diagnostics or exc.diagnostics[0].code == "G004":
+                self.error("G112", f"cannot read {rel!r}", item.target.span,
+                           exc.diagnostics[0].message if exc.diagnostics else None)
+            else:
+                self.diags.extend(exc.diagnostics)
+                self.sources.update(exc.sources)
+            return None
+        lowered = self.lower_file(sub, real)
+        for p in sub.items:
+            if isinstance(p, ast.Policy):
+                self.error("G124", f"imported file {rel!r} defines policy {p.name.text!r}",
+                           item.target.span,
+                           "an imported file may only define subject sets; check it on its own")
+                break
+        sets = dict(lowered.subject_sets) if lowered else {}
+        self.imported[real] = sets
+        return os.path.relpath(real, self.root), sets
+
+    def _subject_set(self, src: ast.SourceFile, item: ast.SubjectsDef) -> ir.SubjectSet | None:
+        name = item.name.text
+        if item.members is not None:
+            members = [m.text for m in item.members]
+            source = ir.SubjectSource(kind="inline", span=item.span)
+            for m in item.members:
+                if not m.text.strip():
+                    self.error("G111", "a subject name must not be empty", m.span)
+        else:
+            assert item.file is not None
+            rel = item.file.text
+            shown = self._shown(src.path, rel)
+            base = Path(src.path).parent if src.path != "<string>" else Path(".")
+            target = base / rel
+            if not self._inside(target):
+                self.error("G120", f"subject file {rel!r} is outside the policy's root folder",
+                           item.file.span, f"root folder: {self.root}")
+                return None
+            column = item.column.text if item.column else None
+            try:
+                names, fmt = read_subject_file(target, shown, column, item.file.span)
+            except SubjectFileError as exc:
+                self.diags.append(exc.diagnostic)
+                return None
+            members = list(names)
+            source = ir.SubjectSource(kind="file", file=rel, column=column, format=fmt,
+                                      span=item.span)
+        if not members:
+            self.error("G111", f"subject set {name!r} is empty", item.name.span,
+                       "list at least one person, or remove the set")
+            return None
+        unique = list(dict.fromkeys(members))
+        if len(unique) != len(members):
+            dup = next(m for m in unique if members.count(m) > 1)
+            self.warn("G201", f"subject set {name!r} lists {dup!r} more than once",
+                      item.span, "duplicates are ignored")
+        return ir.SubjectSet(name=name, members=tuple(unique), source=source,
+                             defined_in=src.path, span=item.span)
+
+    # -- policies --------------------------------------------------------------------------------
+    def _policies(self, src, attrs, langs, sets) -> list[ir.Policy]:
+        out: list[ir.Policy] = []
+        names: dict[str, Span] = {}
+        for item in src.items:
+            if not isinstance(item, ast.Policy):
+                continue
+            if item.name.text in names:
+                prev = names[item.name.text]
+                self.error("G114", f"policy {item.name.text!r} is defined twice",
+                           item.name.span, f"first defined at line {prev.line}")
+                continue
+            names[item.name.text] = item.name.span
+            p = self._policy(item, attrs, langs, sets)
+            if p is not None:
+                out.append(p)
+        self._contradictions(out)
+        return out
+
+    def _names(self, idents, kind: str, universe, scope, module_of) -> tuple[str, ...] | None:
+        """Resolve attribute or language names; `all` means everything in scope."""
+        out: list[str] = []
+        ok = True
+        for ident in idents:
+            name = ident.text
+            if name == ALL:
+                if kind == "attribute":
+                    out.extend(a for a in universe if a in scope and universe[a].private)
+                else:
+                    out.extend(x for x in universe if x in scope)
+                continue
+            if name not in universe:
+                code = "G101" if kind == "attribute" else "G102"
+                self.error(code, f"unknown {kind} {name!r}", ident.span,
+                           _hint(list(universe), name))
+                ok = False
+            elif name not in scope:
+                self.error("G109", f"{kind} {name!r} is not in scope", ident.span,
+                           f"add `use stdlib.{module_of(name)}` at the top of the file")
+                ok = False
+            elif name in out:
+                self.warn("G201", f"{kind} {name!r} is listed twice", ident.span)
+            else:
+                out.append(name)
+        if ok and not out:
+            self.error("G109", f"`all` names no {kind} here", idents[0].span,
+                       f"add a `use stdlib...` line that brings {kind}s into scope")
+            return None
+        return tuple(dict.fromkeys(out)) if ok else None
+
+    def _module_of(self, name: str) -> str:
+        candidates = [m for m, names in self.std.modules.items() if name in names]
+        return min(candidates, key=lambda m: (m.count(".") == 0, len(m))) if candidates else "?"
+
+    def _subjects(self, idents, sets) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        members: list[str] = []
+        refs: list[str] = []
+        ok = True
+        for ident in idents:
+            if ident.quoted:
+                if not ident.text.strip():
+                    self.error("G111", "a subject name must not be empty", ident.span)
+                    ok = False
+                    continue
+                members.append(ident.text)
+                refs.append(ident.text)
+            elif ident.text in sets:
+                members.extend(sets[ident.text].members)
+                refs.append(ident.text)
+            else:
+                self.error("G110", f"undefined subject set {ident.text!r}", ident.span,
+                           _hint(sets, ident.text)
+                           + '; quote a person\'s name to name them directly ("Alice Okafor")')
+                ok = False
+        return (tuple(dict.fromkeys(members)), tuple(refs)) if ok else None
+
+    def _modalities(self, idents) -> tuple[str, ...] | None:
+        out: list[str] = []
+        ok = True
+        for ident in idents:
+            if ident.text == ALL:
+                out.extend(ir.MODALITIES)
+            elif ident.text in ir.MODALITIES:
+                out.append(ident.text)
+            else:
+                self.error("G103", f"unknown modality {ident.text!r}", ident.span,
+                           _hint([*ir.MODALITIES, ALL], ident.text))
+                ok = False
+        return tuple(m for m in ir.MODALITIES if m in out) if ok else None
+
+    def _policy(self, item: ast.Policy, attrs, langs, sets) -> ir.Policy | None:
+        fields: dict[str, ast.Field] = {}
+        rules: list[Any] = []
+        keep: list[ir.Preservation] = []
+        method_ast: ast.Method | None = None
+        require_ast: list[ast.Requirement] = []
+        require_seen: ast.Require | None = None
+        start_errors = len([d for d in self.diags if d.severity == "error"])
+        for it in item.items:
+            if isinstance(it, ast.Field):
+                if it.key in fields:
+                    self.error("G114", f"{it.key} is given twice", it.span,
+                               f"first given at line {fields[it.key].span.line}")
+                else:
+                    fields[it.key] = it
+            elif isinstance(it, ast.Refuse):
+                a = self._names(it.attributes, "attribute", self.std.attributes, attrs,
+                                self._module_of)
+                s = self._subjects(it.subjects, sets)
+                langs_ = self._names(it.languages, "language", self.std.languages, langs,
+                                     self._module_of)
+                m = self._modalities(it.modalities)
+                if a is None or s is None or langs_ is None or m is None:
+                    continue
+                if not self._supports(a, langs_, m, it):
+                    continue
+                rules.append(ir.RefuseRule(attributes=a, subjects=s[0], subject_sets=s[1],
+                                           languages=langs_, modalities=m, span=it.span))
+            elif isinstance(it, ast.Anonymize):
+                s = self._subjects(it.subjects, sets)
+                encs: list[str] = []
+                bad = False
+                for e in it.encoders:
+                    if e.text == ALL:
+                        encs.extend(ir.ENCODERS)
+                    elif e.text in ir.ENCODERS:
+                        encs.append(e.text)
+                    else:
+                        self.error("G125", f"unknown encoder {e.text!r}", e.span,
+                                   _hint([*ir.ENCODERS, ALL], e.text))
+                        bad = True
+                if s is None or bad:
+                    continue
+                rules.append(ir.AnonymizeRule(
+                    subjects=s[0], subject_sets=s[1],
+                    encoders=tuple(x for x in ir.ENCODERS if x in encs), span=it.span))
+            elif isinstance(it, ast.Keep):
+                if it.subjects is None:
+                    for k in it.items:
+                        if k.text in ir.PRESERVATIONS:
+                            if any(p.what == k.text for p in keep):
+                                self.warn("G201", f"{k.text!r} is kept twice", k.span)
+                            else:
+                                keep.append(ir.Preservation(what=k.text, span=k.span))
+                        else:
+                            extra = ("; to keep an attribute answerable write "
+                                     f"`keep {k.text} about SUBJECTS`"
+                                     if k.text in self.std.attributes else "")
+                            self.error("G121", f"unknown keep clause {k.text!r}", k.span,
+                                       _hint(ir.PRESERVATIONS, k.text) + extra)
+                    continue
+                a = self._names(it.items, "attribute", self.std.attributes, attrs,
+                                self._module_of)
+                s = self._subjects(it.subjects, sets)
+                if a is None or s is None:
+                    continue
+                rules.append(ir.KeepRule(attributes=a, subjects=s[0], subject_sets=s[1],
+                                         span=it.span))
+            elif isinstance(it, ast.Method):
+                if method_ast is not None:
+                    self.error("G114", "method is given twice", it.span,
+                               f"first given at line {method_ast.span.line}")
+                else:
+                    method_ast = it
+            elif isinstance(it, ast.Require):
+                if require_seen is not None:
+                    self.error("G114", "require is given twice", it.span,
+                               f"first given at line {require_seen.span.line}; merge the blocks")
+                else:
+                    require_seen = it
+                    require_ast.extend(it.items)
+        kinds = {r.kind for r in rules if r.kind != "keep"}
+        edit_rules = [r for r in rules if r.kind != "keep"]
+        had_errors = len([d for d in self.diags if d.severity == "error"]) > start_errors
+        if not edit_rules and not had_errors:
+            self.error("G123", f"policy {item.name.text!r} has no refuse or anonymize rule",
+                       item.name.span, "add e.g. `refuse home_address about SUBJECTS in en via text`")
+        if len(kinds) > 1:
+            first_anon = next(r for r in rules if r.kind == "anonymize")
+            self.error("G122", "a policy cannot mix refuse and anonymize rules",
+                       first_anon.span,
+                       "they need different methods; put the anonymize rule in its own policy")
+        method = self._method(method_ast, kinds, item)
+        requirements = self._requirements(require_ast, rules, keep)
+        if had_errors or method is None or requirements is None or len(kinds) > 1:
+            return None
+        if not edit_rules:
+            return None
+        return ir.Policy(
+            name=item.name.text,
+            description=fields["description"].value.text if "description" in fields else None,
+            owner=fields["owner"].value.text if "owner" in fields else None,
+            rules=tuple(rules), keep=tuple(keep), method=method,
+            requirements=requirements, span=item.span,
+        )
+
+    def _supports(self, attrs, langs, modalities, rule: ast.Refuse) -> bool:
+        ok = True
+        for a in attrs:
+            spec = self.std.attributes[a]
+            span = next((i.span for i in rule.attributes if i.text == a), rule.span)
+            for lang in langs:
+                if lang not in spec.templates:
+                    self.error("G127", f"attribute {a!r} has no {lang} queries", span,
+                               "languages with queries: " + ", ".join(spec.languages))
+                    ok = False
+            if "document" in modalities and not all(lang in spec.document_templates
+                                                    for lang in langs):
+                have = [n for n, x in self.std.attributes.items() if x.document_templates]
+                self.error("G126", f"attribute {a!r} has no document-image queries", span,
+                           "attributes with document queries: " + ", ".join(have))
+                ok = False
+            if "scene" in modalities and spec.scene is None:
+                have = [n for n, x in self.std.attributes.items() if x.scene]
+                self.error("G126", f"attribute {a!r} has no scene-image queries", span,
+                           "attributes with scene queries: " + ", ".join(have))
+                ok = False
+        return ok
+
+    def _method(self, m: ast.Method | None, kinds: set[str], item: ast.Policy) -> ir.Method | None:
+        if m is None:
+            name = _DEFAULT_METHOD["anonymize" if "anonymize" in kinds else "refuse"]
+            preset = self.std.methods[name]
+            return ir.Method(name=name, family=preset.family,
+                             params=_resolve_defaults(preset), overrides=(), span=item.name.span)
+        name = m.name.text
+        if name not in self.std.methods:
+            self.error("G104", f"unknown method {name!r}", m.name.span,
+                       _hint(self.std.methods, name))
+            return None
+        preset = self.std.methods[name]
+        if "anonymize" in kinds and preset.family != "encoder_remap":
+            self.error("G122", f"anonymize rules need method remap, not {name!r}", m.name.span,
+                       "write `method remap` or leave the method out")
+            return None
+        if "refuse" in kinds and preset.family == "encoder_remap":
+            refusal = [n for n, p in self.std.methods.items() if p.family != "encoder_remap"]
+            self.error("G122", "method remap edits encoders and cannot enforce refuse rules",
+                       m.name.span, "use one of: " + ", ".join(refusal))
+            return None
+        params = _resolve_defaults(preset)
+        overrides: list[str] = []
+        ok = True
+        for p in m.params:
+            key = p.name.text
+            if key not in preset.params:
+                self.error("G107", f"method {name} has no parameter {key!r}", p.name.span,
+                           _hint(preset.params, key))
+                ok = False
+                continue
+            if key in overrides:
+                self.error("G114", f"parameter {key!r} is given twice", p.name.span)
+                ok = False
+                continue
+            value = self._param_value(name, key, preset.params[key], p.value)
+            if value is _BAD:
+                ok = False
+                continue
+            params[key] = value
+            overrides.append(key)
+        if not ok:
+            return None
+        return ir.Method(name=name, family=preset.family, params=params,
+                         overrides=tuple(overrides), span=m.span)
+
+    def _param_value(self, method: str, key: str, spec, v: ast.Value):
+        t = spec.type
+        where = f"{method}.{key}"
+        if t == "percent":
+            if v.kind != "percent":
+                self.error("G116", f"{where} is a percentage", v.span,
+                           f"write it with a % sign, e.g. {spec.default}")
+                return _BAD
+            if not 0 <= float(v.value) <= 100:
+                self.error("G115", f"{where} must be between 0% and 100%", v.span)
+                return _BAD
+            return float(v.value) / 100
+        if t in ("int", "float"):
+            if v.kind != "number":
+                self.error("G107", f"{where} must be a number, not {v.raw}", v.span,
+                           f"default: {spec.default}")
+                return _BAD
+            value = float(v.value)
+            if t == "int":
+                if not value.is_integer():
+                    self.error("G107", f"{where} must be a whole number", v.span)
+                    return _BAD
+                value = int(value)
+            if (spec.min is not None and value < spec.min) or (
+                spec.max is not None and value > spec.max
+            ):
+                self.error("G115", f"{where} = {v.raw} is out of range", v.span,
+                           f"allowed: {spec.min:g} to {spec.max:g}")
+                return _BAD
+            return value
+        if t == "layer":
+            if v.kind == "name" and v.value == "auto":
+                return "auto"
+            if v.kind == "number" and float(v.value).is_integer() and float(v.value) >= 0:
+                return int(float(v.value))
+            self.error("G107", f"{where} must be `auto` or a layer index", v.span)
+            return _BAD
+        if t == "bool":
+            if v.kind != "bool":
+                self.error("G107", f"{where} must be true or false", v.span)
+                return _BAD
+            return v.value
+        if t == "enum":
+            choices = spec.choices or ()
+            if str(v.value) not in choices:
+                self.error("G107", f"{where} must be one of the choices", v.span,
+                           _hint(choices, str(v.value)))
+                return _BAD
+            return str(v.value)
+        if v.kind not in ("string", "name"):
+            self.error("G107", f"{where} must be a string", v.span)
+            return _BAD
+        return str(v.value)
+
+    def _requirements(self, reqs, rules, keep) -> tuple[ir.Requirement, ...] | None:
+        out: list[ir.Requirement] = []
+        ok = True
+        seen: dict[tuple[str, str, str], ast.Requirement] = {}
+        modalities = {m for r in rules if r.kind == "refuse" for m in r.modalities}
+        has_refuse = any(r.kind == "refuse" for r in rules)
+        has_anon = any(r.kind == "anonymize" for r in rules)
+        preserves_locality = any(k.what in ("other_subjects", "other_attributes") for k in keep) \
+            or any(r.kind == "keep" for r in rules)
+        preserves_utility = any(k.what == "utility" for k in keep)
+        for r in reqs:
+            name = r.metric.text
+            if name not in self.std.metrics:
+                self.error("G105", f"unknown metric {name!r}", r.metric.span,
+                           _hint(self.std.metrics, name))
+                ok = False
+                continue
+            metric = self.std.metrics[name]
+            split = r.split.text if r.split else metric.default_split
+            if split not in metric.allowed_splits:
+                what = "unknown split" if split not in self.std.splits else "split not allowed"
+                self.error("G106", f"{what} {split!r} for {name}",
+                           r.split.span if r.split else r.metric.span,
+                           f"{name} can be measured on: " + ", ".join(metric.allowed_splits))
+                ok = False
+                continue
+            v = r.value
+            if metric.unit == "percent":
+                if v.kind != "percent":
+                    self.error("G116", f"{name} is a percentage; {v.raw} has no unit", v.span,
+                               f"write e.g. {name} {r.op} {_example(v)}%")
+                    ok = False
+                    continue
+                if not 0 <= float(v.value) <= 100:
+                    self.error("G115", f"threshold {v.raw} is outside 0%..100%", v.span)
+                    ok = False
+                    continue
+                threshold = float(v.value) / 100
+            else:
+                if v.kind != "number":
+                    self.error("G116", f"{name} is a {metric.unit}, not {v.raw}", v.span,
+                               "write a plain number" + (" between 0 and 1"
+                                                         if metric.unit == "ratio" else ""))
+                    ok = False
+                    continue
+                threshold = float(v.value)
+                if threshold < 0 or (metric.unit == "ratio" and threshold > 1):
+                    self.error("G115", f"threshold {v.raw} is out of range for {name}", v.span)
+                    ok = False
+                    continue
+            applies = self._applies(name, split, has_refuse, has_anon, modalities,
+                                    preserves_locality, preserves_utility)
+            if applies:
+                self.error("G128", f"{name}({split}) does not apply to this policy",
+                           r.span, applies)
+                ok = False
+                continue
+            key = (name, split, r.op)
+            if key in seen:
+                self.error("G114", f"requirement {name}({split}) {r.op} is given twice",
+                           r.span, f"first given at line {seen[key].span.line}")
+                ok = False
+                continue
+            seen[key] = r
+            wrong_way = (metric.direction == "higher_is_stricter" and r.op in ("<", "<=")) or (
+                metric.direction == "lower_is_stricter" and r.op in (">", ">="))
+            if wrong_way:
+                better = ">=" if metric.direction == "higher_is_stricter" else "<="
+                self.warn("G202", f"an upper bound on {name} is unusual"
+                          if better == ">=" else f"a lower bound on {name} is unusual",
+                          r.span, f"{name} is usually required with {better}")
+            out.append(ir.Requirement(metric=name, split=split, op=r.op, threshold=threshold,
+                                      unit=metric.unit, span=r.span))
+        # Lower bound above upper bound on the same measurement can never hold.
+        for req in out:
+            if req.op not in (">=", ">"):
+                continue
+            for other in out:
+                if (other.metric, other.split) == (req.metric, req.split) and other.op in (
+                    "<=", "<"
+                ):
+                    empty = req.threshold > other.threshold or (
+                        req.threshold == other.threshold and (req.op == ">" or other.op == "<"))
+                    if empty:
+                        self.error("G118", f"requirements on {req.key} can never both hold",
+                                   other.span, f"{req.display()} (line {req.span.line}) and "
+                                   f"{other.display()}")
+                        ok = False
+        return tuple(out) if ok else None
+
+    @staticmethod
+    def _applies(name, split, has_refuse, has_anon, modalities, locality, utility) -> str | None:
+        """Why a metric cannot be measured for this policy, or None when it can."""
+        if name in _PRIVATE_METRICS and not has_refuse:
+            return f"{name} is measured on refuse rules"
+        if name == "identification" and not has_anon:
+            return "identification is measured on anonymize rules"
+        if name in _PRIVATE_METRICS and split in _SPLIT_MODALITY and \
+                _SPLIT_MODALITY[split] not in modalities:
+            return f"no rule of this policy applies via {_SPLIT_MODALITY[split]}"
+        if name in _LOCALITY_METRICS and not locality:
+            return "add `keep other_subjects` or `keep other_attributes` to measure it"
+        if name in _UTILITY_METRICS and not utility:
+            return "add `keep utility` to measure it"
+        return None
+
+    def _contradictions(self, policies: list[ir.Policy]) -> None:
+        refused: dict[tuple[str, str], ir.RefuseRule] = {}
+        for p in policies:
+            for r in p.refuse_rules():
+                for a in r.attributes:
+                    for s in r.subjects:
+                        refused.setdefault((a, s), r)
+        for p in policies:
+            for k in p.keep_rules():
+                for a in k.attributes:
+                    hit = next(((a, s) for s in k.subjects if (a, s) in refused), None)
+                    if hit:
+                        r = refused[hit]
+                        self.error("G117", f"keep contradicts a refuse rule: {a} of {hit[1]!r}",
+                                   k.span, f"refused at {r.span.file}:{r.span.line}; "
+                                   "remove one of the two")
+                        break
+
+
+_BAD = object()
+
+
+def _example(v: ast.Value) -> str:
+    x = float(v.value)
+    return f"{x * 100:g}" if 0 < x <= 1 else f"{x:g}"
+
+
+def _resolve_defaults(preset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, p in preset.params.items():
+        d = p.default
+        if p.type == "percent" and isinstance(d, str) and d.endswith("%"):
+            d = float(d[:-1]) / 100
+        elif p.type == "int" and isinstance(d, float) and d.is_integer():
+            d = int(d)
+        out[k] = d
+    return out
+
+
+def lower(src: ast.SourceFile, *, root: str | Path | None = None,
+          stdlib: Stdlib | None = None) -> CheckResult:
+    """Resolve and check a parsed file; never raises for problems in the policy."""
+    base = Path(root) if root is not None else (
+        Path(src.path).parent if src.path != "<string>" else Path("."))
+    low = _Lowerer(base, stdlib or load_stdlib())
+    real = Path(src.path) if src.path != "<string>" else None
+    result = low.lower_file(src, real)
+    diags = sorted(low.diags, key=_order)
+    errors = any(d.severity == "error" for d in diags)
+    return CheckResult(None if errors else result, diags, low.sources)
