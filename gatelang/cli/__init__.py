@@ -18,6 +18,8 @@ from gatelang.errors import EXIT_FAILURE, GatelangError
 # sets `func(args) -> int` as its handler.
 _COMMAND_MODULES = (
     "gatelang.cli.lang",  # check, fmt, convert, plan, diff, schema
+    "gatelang.cli.zoo",  # zoo list, zoo build, zoo eval
+    "gatelang.cli.apply",  # apply, patch apply, verify
 )
 
 
