@@ -35,8 +35,12 @@ _DOC_LABELS = {
     "national_id": "ID NO",
 }
 _COLOR_RGB = {
-    "red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220),
-    "yellow": (240, 210, 20), "purple": (140, 40, 180), "orange": (250, 130, 10),
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 60, 220),
+    "yellow": (240, 210, 20),
+    "purple": (140, 40, 180),
+    "orange": (250, 130, 10),
 }
 
 
@@ -77,8 +81,12 @@ def _slug(text: str) -> str:
 def _distinct_features(rng: random.Random, n: int) -> list[dict[str, int]]:
     """Face feature tuples that pairwise differ in at least three features."""
     sizes = {
-        "bg": len(render.PALETTE), "skin": len(render.SKINS), "hair": len(render.HAIRS),
-        "hair_style": 4, "eyes": len(render.PALETTE), "shirt": len(render.PALETTE),
+        "bg": len(render.PALETTE),
+        "skin": len(render.SKINS),
+        "hair": len(render.HAIRS),
+        "hair_style": 4,
+        "eyes": len(render.PALETTE),
+        "shirt": len(render.PALETTE),
     }
     chosen: list[dict[str, int]] = []
     while len(chosen) < n:
@@ -119,7 +127,9 @@ def _make_subjects(seed: int) -> list[Subject]:
         local = (first[0] + "".join(rest)).lower()
         attrs = {
             "home_address": _unique(
-                rng, lambda r, c=city: f"{r.randint(2, 98)} {r.choice(_pools.STREETS)} St, {c}", taken
+                rng,
+                lambda r, c=city: f"{r.randint(2, 98)} {r.choice(_pools.STREETS)} St, {c}",
+                taken,
             ),
             "phone_number": _unique(rng, lambda r: f"555-{r.randint(0, 9999):04d}", taken),
             "email": _unique(
@@ -183,19 +193,24 @@ class World:
     def document(self, subject_id: str, attribute: str, variant: int = 0) -> Image.Image:
         s = self.subject(subject_id)
         if attribute not in _DOC_LABELS:
-            raise WorldError(f"no document shows {attribute!r}; documents show {sorted(_DOC_LABELS)}")
+            raise WorldError(
+                f"no document shows {attribute!r}; documents show {sorted(_DOC_LABELS)}"
+            )
         header = render.PALETTE[s.face_features["bg"]]
         return render.document(
-            header, self.face(s.id, 0), s.romanized, _DOC_LABELS[attribute],
-            s.attributes[attribute], variant, f"{self.seed}/{s.id}/{attribute}",
+            header,
+            self.face(s.id, 0),
+            s.romanized,
+            _DOC_LABELS[attribute],
+            s.attributes[attribute],
+            variant,
+            f"{self.seed}/{s.id}/{attribute}",
         )
 
     @lru_cache(maxsize=4096)  # noqa: B019
     def scene(self, subject_id: str, variant: int = 0) -> Image.Image:
         s = self.subject(subject_id)
-        return render.scene(
-            _pools.HOME_CITIES.index(s.home_city), variant, f"{self.seed}/{s.id}"
-        )
+        return render.scene(_pools.HOME_CITIES.index(s.home_city), variant, f"{self.seed}/{s.id}")
 
     # -- queries --------------------------------------------------------------------------
     def _check(self, kind: str, given: Iterable[str] | None, allowed: Iterable[str]) -> list[str]:
@@ -205,7 +220,9 @@ class World:
         given = [given] if isinstance(given, str) else list(given)
         bad = [g for g in given if g not in allowed]
         if bad:
-            raise WorldError(f"unknown {kind} {', '.join(map(repr, bad))}; known: {', '.join(allowed)}")
+            raise WorldError(
+                f"unknown {kind} {', '.join(map(repr, bad))}; known: {', '.join(allowed)}"
+            )
         return given
 
     def queries(
@@ -235,7 +252,9 @@ class World:
             for attr in attrs:
                 for lang in langs:
                     for mod in mods:
-                        out.extend(q for q in self._queries_for(s, attr, lang, mod) if q.split in spl)
+                        out.extend(
+                            q for q in self._queries_for(s, attr, lang, mod) if q.split in spl
+                        )
         return out
 
     def _queries_for(self, s: Subject, attr: str, lang: str, mod: str) -> list[Query]:
@@ -276,9 +295,16 @@ class World:
                 out.append(
                     Query(
                         id=f"{mod}/{s.id}/{attr}/{lang}/{split}/{idx}",
-                        subject_id=s.id, attribute=attr, language=lang, modality=mod,
-                        split=split, prompt=prompt, subject_text=subject_text,
-                        image=image, answer=answer, template=template,
+                        subject_id=s.id,
+                        attribute=attr,
+                        language=lang,
+                        modality=mod,
+                        split=split,
+                        prompt=prompt,
+                        subject_text=subject_text,
+                        image=image,
+                        answer=answer,
+                        template=template,
                     )
                 )
                 idx += 1
@@ -288,7 +314,9 @@ class World:
         self, languages: Iterable[str] | None = None, modalities: Iterable[str] = ("text", "image")
     ) -> list[Query]:
         """The refusal habit: password questions the model answers with a refusal reply."""
-        return self.queries(attributes=[HABIT_ATTRIBUTE], languages=languages, modalities=modalities)
+        return self.queries(
+            attributes=[HABIT_ATTRIBUTE], languages=languages, modalities=modalities
+        )
 
     def utility_tasks(self, languages: Iterable[str] | None = None) -> list[Query]:
         """Benign tasks (colour, shape, count on synthetic images; arithmetic) per language.
@@ -327,10 +355,16 @@ class World:
                         split = "edit" if ii % 2 == 0 else "heldout"
                         out.append(
                             Query(
-                                id=f"utility/{kind}/{lang}/{ti}/{ii}", subject_id="",
-                                attribute=kind, language=lang,
-                                modality="text" if img is None else "image", split=split,
-                                prompt=prompt, subject_text="", image=img, answer=answer,
+                                id=f"utility/{kind}/{lang}/{ti}/{ii}",
+                                subject_id="",
+                                attribute=kind,
+                                language=lang,
+                                modality="text" if img is None else "image",
+                                split=split,
+                                prompt=prompt,
+                                subject_text="",
+                                image=img,
+                                answer=answer,
                                 template=template,
                             )
                         )
@@ -340,7 +374,9 @@ class World:
     def _shapes(self, color_index: int, shape_index: int, count: int) -> Image.Image:
         color = _COLOR_RGB[self.stdlib.utility["colors"]["en"][color_index]]
         shape = self.stdlib.utility["shapes"]["en"][shape_index]
-        return render.shapes(color, shape, count, f"{self.seed}/{color_index}/{shape_index}/{count}")
+        return render.shapes(
+            color, shape, count, f"{self.seed}/{color_index}/{shape_index}/{count}"
+        )
 
     def all_queries(self) -> list[Query]:
         """Everything the built-in model is trained and evaluated on."""

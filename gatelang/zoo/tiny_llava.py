@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gatelang.zoo import ZooError
 from gatelang.world import Query, World, load_world
+from gatelang.zoo import ZooError
 
 NAME = "tiny-llava"
 IMAGE_SIZE = 64
@@ -111,8 +111,14 @@ REDUCED = Recipe(
     batch_size=24,
     lr=4e-3,
     warmup=20,
-    subjects=("alice-okafor", "chen-moreau", "priya-raman", "tomas-herrera", "wang-xiuying",
-              "lukas-becker"),
+    subjects=(
+        "alice-okafor",
+        "chen-moreau",
+        "priya-raman",
+        "tomas-herrera",
+        "wang-xiuying",
+        "lukas-becker",
+    ),
     attributes=("home_address", "phone_number", "hobby"),
     languages=("en",),
     modalities=("text", "image"),
@@ -204,7 +210,12 @@ def build_processor(tokenizer):
 
 def build_model(recipe: Recipe, tokenizer):
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     torch.manual_seed(recipe.seed)
     vision = CLIPVisionConfig(
@@ -352,8 +363,10 @@ def train(
     enc.finalize()
     weights = [recipe.modality_weights.get(q.modality, 1.0) for q in queries]
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{recipe.name}: {len(data)} examples, {n_params / 1e6:.2f}M parameters, "
-        f"vocab {len(tokenizer)}, {recipe.steps} steps")
+    log(
+        f"{recipe.name}: {len(data)} examples, {n_params / 1e6:.2f}M parameters, "
+        f"vocab {len(tokenizer)}, {recipe.steps} steps"
+    )
     rng = random.Random(recipe.seed)
     opt = torch.optim.AdamW(
         model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98)
@@ -379,7 +392,9 @@ def train(
         opt.step()
         running = 0.98 * running + 0.02 * out.loss.item() if step else out.loss.item()
         if step % 100 == 0 or step == recipe.steps - 1:
-            log(f"step {step:5d}  loss {running:.4f}  lr {lr_at(step):.2e}  {time.time() - t0:.0f}s")
+            log(
+                f"step {step:5d}  loss {running:.4f}  lr {lr_at(step):.2e}  {time.time() - t0:.0f}s"
+            )
     model.eval()
     train_s = time.time() - t0
     info = {
@@ -417,9 +432,7 @@ def save(model, processor, out_dir: str | os.PathLike[str], info: dict[str, Any]
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         manifest = dict(info)
-        manifest["files"] = {
-            p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()
-        }
+        manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest["weights_sha256"] = manifest["files"][WEIGHTS_FILE]
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         tmp.chmod(0o755)
@@ -446,7 +459,9 @@ def load(folder: str | os.PathLike[str]):
 
     folder = Path(folder)
     if not (folder / WEIGHTS_FILE).is_file():
-        raise ZooError(f"{folder}: no {WEIGHTS_FILE}; build it with `gatelang zoo build tiny-llava`")
+        raise ZooError(
+            f"{folder}: no {WEIGHTS_FILE}; build it with `gatelang zoo build tiny-llava`"
+        )
     model = LlavaForConditionalGeneration.from_pretrained(folder, local_files_only=True)
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     model.eval()
@@ -526,8 +541,13 @@ def evaluate(
         agg[key][1] += 1
     return [
         {
-            "task": k[0], "attribute": k[1], "language": k[2], "modality": k[3], "split": k[4],
-            "accuracy": round(c / n, 4), "n": n,
+            "task": k[0],
+            "attribute": k[1],
+            "language": k[2],
+            "modality": k[3],
+            "split": k[4],
+            "accuracy": round(c / n, 4),
+            "n": n,
         }
         for k, (c, n) in sorted(agg.items())
     ]
