@@ -61,7 +61,7 @@ class NeuralGateLocalize(Pass):
         if not queries:
             raise PlanError(f"{node.op}: the edit set is empty")
         examples = build_examples(ctx, queries)
-        samples = examples[:: max(1, int(p.get("mask_stride", 1)))]
+        samples = spread(examples, int(p.get("mask_samples", 0) or 0))
         batches = [mask_batch(ctx, ex) for ex in samples]
         adapter = ctx.loaded.adapter
         threshold = _percent(p["gate_threshold"])
@@ -100,6 +100,14 @@ class NeuralGateLocalize(Pass):
             },
             tensors={"gate": gate, "share": share},
         )
+
+
+def spread(items: list, limit: int) -> list:
+    """`limit` items spread evenly over the list (all of them when limit is 0)."""
+    if not limit or len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
 
 
 def _candidate_layers(n: int, p: dict[str, Any]) -> list[int]:

@@ -105,15 +105,12 @@ def _relative(items: Sequence[dict[str, Any]]) -> float | None:
 
 
 def threshold_percent(req: dict[str, Any]) -> float:
-    """Thresholds arrive as a percent number, a '95%' string, or a fraction with unit 'ratio'."""
+    """Thresholds come in the metric's display unit (95.0 for 95%), or as a '95%' string."""
     t = req.get("threshold", req.get("value"))
     if isinstance(t, str):
         s = t.strip()
         return float(s[:-1]) if s.endswith("%") else float(s)
-    t = float(t)
-    if req.get("unit") == "ratio" or (req.get("unit") is None and 0 < t < 1 and "%" not in str(req.get("text", "%"))):
-        return 100 * t
-    return t
+    return float(t)
 
 
 def evaluate(requirements: Sequence[dict[str, Any]], evidence: dict[str, list[dict[str, Any]]], fp: dict[str, Any], default_splits: dict[str, str]) -> list[dict[str, Any]]:

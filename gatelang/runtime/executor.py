@@ -129,19 +129,39 @@ class Executor:
         self.fingerprint = fingerprint
         self.log = log or (lambda _msg: None)
 
-    def run(self, plan: Any, *, only: Iterable[str] | None = None) -> RunResult:
+    def run(
+        self,
+        plan: Any,
+        *,
+        only: Iterable[str] | None = None,
+        overrides: dict[str, PassResult] | None = None,
+    ) -> RunResult:
+        """Run the plan (or the nodes in `only` and what they need).
+
+        `overrides` supplies results for some nodes instead of running them (e.g. a gate node's
+        weights read back from a patch); their ancestors are then not needed.
+        """
         specs = node_specs(plan)
         graph = plan_graph(plan)
         kinds = {s.id: s.kind for s in specs}
+        overrides = dict(overrides or {})
         if only is not None:
-            wanted = set(only)
-            g = plan_graph(plan)
-            keep = set(wanted)
-            for nid in wanted:
-                keep |= set(nx.ancestors(g, nid))
+            keep: set[str] = set()
+            stack = list(only)
+            while stack:
+                nid = stack.pop()
+                if nid in keep:
+                    continue
+                keep.add(nid)
+                if nid not in overrides:
+                    stack.extend(graph.predecessors(nid))
             specs = [s for s in specs if s.id in keep]
         out = RunResult(results={}, specs=specs)
         for spec in specs:
+            if spec.id in overrides:
+                out.results[spec.id] = overrides[spec.id]
+                out.nodes.append(NodeRun(spec.id, spec.op, spec.label, 0.0, True))
+                continue
             cls = get_pass(spec.op)
             key = cache_key(spec.id, fingerprint=self.fingerprint, version=f"{cls.op}@{cls.version}")
             hit = self.cache.get(key)

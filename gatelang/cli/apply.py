@@ -1,0 +1,111 @@
+"""`gatelang apply`, `gatelang patch apply` and `gatelang verify`: thin calls into the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("apply", help="edit a model so a policy holds; write patch, report and lock")
+    p.add_argument("policy", help="policy file (.gate or .yaml)")
+    p.add_argument("--model", default=None, help="alias, local folder or cached hub id (default: tiny-llava)")
+    p.add_argument("--out", default=None, help="output folder (default: gatelang-out/<policy name>)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="recompute every pass")
+    p.add_argument("--json", action="store_true", help="print report.json's requirements and status")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_apply)
+
+    pt = sub.add_parser("patch", help="work with patches")
+    psub = pt.add_subparsers(dest="patch_command", metavar="SUBCOMMAND")
+    pa = psub.add_parser("apply", help="load a base model with a patch (refuses a different base)")
+    pa.add_argument("--model", default=None, help="the base model the patch was made for")
+    pa.add_argument("--patch", required=True, help="patch.safetensors")
+    pa.add_argument("--out", default=None, help="save the patched model here (HF folder)")
+    pa.add_argument("--device", default="auto")
+    pa.add_argument("--allow-rejected", action="store_true",
+                    help="load a patch whose run failed its requirements")
+    pa.set_defaults(func=_patch_apply)
+    pt.set_defaults(func=lambda args: (pt.print_help(), 2)[1])
+
+    pv = sub.add_parser("verify", help="re-run a lock's verification and report drift")
+    pv.add_argument("--lock", required=True, help="gate.lock written by `gatelang apply`")
+    pv.add_argument("--model", default=None, help="override the model spec recorded in the lock")
+    pv.add_argument("--device", default="auto")
+    pv.add_argument("--tolerance", type=float, default=0.5, help="allowed drift, in points")
+    pv.add_argument("--json", action="store_true")
+    pv.set_defaults(func=_verify)
+
+
+def _fmt(v: Any, metric: str) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.1f}{' pts' if metric == 'utility_drop' else '%'}"
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from gatelang import report as _report  # noqa: F401 - keeps import errors clear
+    from gatelang.report.api import apply
+
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.model is None:
+        print("model: tiny-llava (built-in; pass --model to choose another)", file=sys.stderr)
+    result = apply(args.policy, model=args.model, out=args.out, device=args.device, seed=args.seed,
+                   cache=not args.no_cache, progress=False if args.quiet else None, log=log)
+    rep = result.report
+    if args.json:
+        print(json.dumps({"passed": rep["passed"], "requirements": rep["requirements"],
+                          "patch": {k: rep["patch"][k] for k in ("file", "sha256", "neurons_touched",
+                                                                 "neurons_total", "params_changed")},
+                          "out": str(result.out_dir)}, indent=2, ensure_ascii=False))
+    else:
+        for r in rep["requirements"]:
+            mark = "ok  " if r["passed"] else "FAIL"
+            print(f"  {mark} {r['name']:<32} {_fmt(r['value'], r['metric']):>10}  (n={r['n']})")
+        p = rep["patch"]
+        print(f"  patch: {p['neurons_touched']}/{p['neurons_total']} MLP units, "
+              f"{p['params_changed']} parameters, {rep['timing']['total_s']:.1f}s")
+        status = "accepted" if result.passed else "REJECTED (a requirement failed)"
+        print(f"{status}: {result.out_dir}/{p['file']}, report.md, report.html, report.json, gate.lock")
+    return result.exit_code
+
+
+def _patch_apply(args: argparse.Namespace) -> int:
+    from gatelang.report.api import load_patch
+
+    loaded = load_patch(args.model, args.patch, device=args.device, allow_rejected=args.allow_rejected)
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        loaded.model.save_pretrained(out, safe_serialization=True)
+        for obj in (loaded.processor, loaded.tokenizer):
+            if obj is not None and hasattr(obj, "save_pretrained"):
+                obj.save_pretrained(out)
+                break
+        print(f"patched model written to {out}")
+    else:
+        print(f"patch applies cleanly to {loaded.name} ({loaded.weights_sha256[:12]}…)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from gatelang.report.api import verify_lock
+
+    res = verify_lock(args.lock, model=args.model, device=args.device, tolerance=args.tolerance)
+    if args.json:
+        print(json.dumps({"passed": res.passed, "drift": res.drift, "requirements": res.requirements,
+                          "notes": res.notes}, indent=2, ensure_ascii=False, default=str))
+    else:
+        for r in res.requirements:
+            print(f"  {'ok  ' if r['passed'] else 'FAIL'} {r['name']:<32} {_fmt(r['value'], r['metric']):>10}")
+        for d in res.drift:
+            print(f"  drift: {d['what']}: locked {d['expected']}, now {d['found']}")
+        for n in res.notes:
+            print(f"  note: {n}")
+        print("no drift; requirements hold" if res.passed else "verification FAILED")
+    return res.exit_code
