@@ -1,0 +1,1 @@
+"""The benchmark harness: policy grid, runs, statistics and the results page."""

@@ -1,0 +1,189 @@
+"""The benchmark's policy grid and the method variants each policy is run with.
+
+Policies are written as `.gate` source text, exactly as a user would write them, so the
+benchmark exercises the whole compiler (parse, resolve, plan) and not a private shortcut.
+The grid varies one factor at a time around a base policy, which keeps the number of runs small
+enough for 2 CPU cores while still answering "what happens with more targets, more attributes,
+more languages, images".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PRIVATE_ATTRIBUTES = ("home_address", "phone_number", "email", "date_of_birth")
+LANGUAGES = ("en", "zh", "es")
+SUBJECT_COUNTS = (1, 5, 20)
+COST_TARGET_COUNTS = (1, 5, 20, 48)
+
+# Method variants in the order they run: neural_gate first, because the random gate is sized
+# from the gate neural_gate actually chose on the same policy. "unedited" is not a run: every
+# report carries the unedited model's numbers as `before`.
+METHODS = ("neural_gate", "finetune", "random_gate", "deactivate", "privacy_neurons")
+ALL_METHODS = ("unedited", *METHODS, "remap")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One policy of the grid: which subjects, attributes, languages and modalities it covers."""
+
+    id: str
+    subjects: tuple[str, ...]
+    attributes: tuple[str, ...]
+    languages: tuple[str, ...]
+    modalities: tuple[str, ...]
+    factor: str = "base"  # which factor this policy varies relative to the base
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def size(self) -> int:
+        """Number of (subject, attribute, language, modality) cells the rule covers."""
+        return (
+            len(self.subjects) * len(self.attributes) * len(self.languages) * len(self.modalities)
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "subjects": list(self.subjects),
+            "attributes": list(self.attributes),
+            "languages": list(self.languages),
+            "modalities": list(self.modalities),
+            "factor": self.factor,
+            "size": self.size,
+        }
+
+
+def _policy_id(n: int, attrs: Sequence[str], langs: Sequence[str], mods: Sequence[str]) -> str:
+    return f"s{n}-a{len(attrs)}-{'+'.join(langs)}-{'+'.join(mods)}"
+
+
+def make_policy(
+    subjects: Sequence[str],
+    attributes: Sequence[str],
+    languages: Sequence[str],
+    modalities: Sequence[str],
+    factor: str = "base",
+) -> PolicySpec:
+    return PolicySpec(
+        id=_policy_id(len(subjects), attributes, languages, modalities),
+        subjects=tuple(subjects),
+        attributes=tuple(attributes),
+        languages=tuple(languages),
+        modalities=tuple(modalities),
+        factor=factor,
+    )
+
+
+def policy_grid(subject_names: Sequence[str], *, quick: bool = False) -> list[PolicySpec]:
+    """The grid, one factor at a time around the base (5 subjects, 1 attribute, en, text).
+
+    Target subjects are always a prefix of `subject_names` (the world's subjects in a fixed
+    order), so the 1-subject policy's target is also in the 5- and 20-subject policies and every
+    method sees exactly the same targets.
+    """
+    need = 1 if quick else max(SUBJECT_COUNTS)
+    if len(subject_names) < need:
+        raise ValueError(f"the grid needs {need} subjects, the world has {len(subject_names)}")
+    if quick:
+        return [make_policy(subject_names[:1], PRIVATE_ATTRIBUTES[:1], ("en",), ("text",), "quick")]
+    base = make_policy(subject_names[:5], PRIVATE_ATTRIBUTES[:1], ("en",), ("text",), "base")
+    grid = [base]
+    for n in SUBJECT_COUNTS:
+        if n != 5:
+            grid.append(make_policy(subject_names[:n], base.attributes, base.languages,
+                                    base.modalities, "subjects"))
+    grid.append(make_policy(base.subjects, PRIVATE_ATTRIBUTES, base.languages, base.modalities,
+                            "attributes"))
+    grid.append(make_policy(base.subjects, base.attributes, LANGUAGES, base.modalities,
+                            "languages"))
+    grid.append(make_policy(base.subjects, base.attributes, base.languages, ("text", "image"),
+                            "modalities"))
+    return grid
+
+
+def cost_policies(subject_names: Sequence[str], counts: Sequence[int] = COST_TARGET_COUNTS
+                  ) -> list[PolicySpec]:
+    """Policies for the cost-vs-targets curve: the base rule with 1, 5, 20, 48 targets."""
+    out = []
+    for n in counts:
+        if n > len(subject_names):
+            continue
+        out.append(make_policy(subject_names[:n], PRIVATE_ATTRIBUTES[:1], ("en",), ("text",),
+                               "cost"))
+    return out
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and value.endswith("%"):
+        return value
+    if isinstance(value, str):
+        return value if value.isidentifier() else _quote(value)
+    return str(value)
+
+
+def render_gate(spec: PolicySpec, method: str, params: dict[str, object] | None = None) -> str:
+    """The policy as `.gate` source with the given method clause.
+
+    No `require` block: the benchmark measures, it does not gate publication, so every run
+    exits 0 when it completes and all numbers land in the report.
+    """
+    attrs = ", ".join(spec.attributes)
+    langs = ", ".join(spec.languages)
+    mods = ", ".join(spec.modalities)
+    subjects = ", ".join(_quote(s) for s in spec.subjects)
+    method_line = f"  method {method}"
+    if params:
+        body = "  ".join(f"{k} {_format_value(v)}" for k, v in params.items())
+        method_line += f" {{ {body} }}"
+    return "\n".join(
+        [
+            "gatelang 1",
+            "use stdlib.attributes",
+            "use stdlib.languages",
+            "",
+            f"subjects targets = [{subjects}]",
+            "",
+            f"policy bench_{spec.id.replace('-', '_').replace('+', '_')} {{",
+            f"  description {_quote('Benchmark policy ' + spec.id + '.')}",
+            f"  refuse {attrs}",
+            "    about targets",
+            f"    in {langs}",
+            f"    via {mods}",
+            "  keep other_subjects, other_attributes, utility",
+            method_line,
+            "}",
+            "",
+        ]
+    )
+
+
+def method_params(method: str, *, quick: bool, gate_fraction: float | None = None,
+                  layer: int | None = None) -> dict[str, object]:
+    """Per-method overrides. Defaults come from the stdlib presets; only what must differ is set.
+
+    The random gate gets the size and the layer neural_gate chose on the same policy, and the
+    unmasked fine-tune the same layer, which makes them ablations of *where* the gate is and of
+    *whether* there is one, rather than of layer choice. Quick mode shortens training so a smoke
+    run fits in minutes; it never changes which split is scored.
+    """
+    params: dict[str, object] = {}
+    if method in ("random_gate", "finetune") and layer is not None:
+        params["layer"] = int(layer)
+    if method == "random_gate" and gate_fraction is not None:
+        params["sparsity"] = f"{max(gate_fraction * 100.0, 0.01):.2f}%"
+    if quick:
+        if method in ("neural_gate", "finetune", "random_gate"):
+            params["steps"] = 5
+        if method in ("deactivate", "privacy_neurons"):
+            params["ig_steps"] = 5
+    return params

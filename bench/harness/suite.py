@@ -1,0 +1,203 @@
+"""Run a benchmark suite: every method on every policy of the grid, plus the cost curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import api
+from .grid import METHODS, PolicySpec, cost_policies, method_params, policy_grid
+from .machine import describe_machine
+from .metrics import summarize
+from .page import SCHEMA
+from .runner import RunOutcome, apply_once, verified_items
+
+Log = Callable[[str], None]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def chosen_gate(report: dict[str, Any] | None) -> tuple[float | None, int | None]:
+    """(gate size / hidden size, layer) that neural_gate chose, from its report's localization."""
+    loc = (report or {}).get("localization") or {}
+    layer = loc.get("layer")
+    layer = int(layer) if isinstance(layer, (int, float)) else None
+    dims = loc.get("gate dims")
+    fraction = None
+    if isinstance(dims, str) and " of " in dims:
+        size, _, total = dims.partition(" of ")
+        try:
+            fraction = int(size) / int(total)
+        except (ValueError, ZeroDivisionError):
+            fraction = None
+    return fraction, layer
+
+
+def run_record(outcome: RunOutcome, params: dict[str, object], seed: int, spec: PolicySpec
+               ) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "policy": outcome.policy,
+        "method": outcome.method,
+        "params": params,
+        "exit_code": outcome.exit_code,
+        "status": outcome.status,
+        "wall_s": round(outcome.wall_s, 3),
+        "peak_rss_mb": round(outcome.peak_rss_mb, 1),
+    }
+    rep = outcome.report
+    if rep is not None:
+        items = verified_items(outcome.out_dir)
+        rec["summary"] = summarize(rep, items=items, attributes=spec.attributes, seed=seed)
+        rec["items"] = len(items)
+        rec["timing"] = rep.get("timing")
+        patch = dict(rep.get("patch") or {})
+        patch.pop("per_layer", None)
+        rec["patch"] = patch
+        rec["localization"] = rep.get("localization")
+        rec["metrics"] = rep.get("metrics")
+    else:
+        rec["error"] = outcome.stderr_tail
+    return rec
+
+
+def _header(suite: str, model: str, seed: int, notes: str = "") -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "suite": suite,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": describe_machine(),
+        "model": model,
+        "seed": seed,
+        "gatelang_version": api.gatelang_version(),
+        "stdlib_version": api.stdlib_version(),
+        "notes": notes,
+        "policies": [],
+        "runs": [],
+        "cost": {},
+    }
+
+
+def run_methods(
+    policies: Sequence[PolicySpec],
+    methods: Sequence[str],
+    *,
+    results: dict[str, Any],
+    out_path: Path,
+    work_dir: Path,
+    model: str,
+    seed: int,
+    quick: bool,
+    threads: int | None,
+    extra_args: list[str],
+    log: Log,
+) -> None:
+    """Every method on every policy; the results file is rewritten after each run."""
+    t_start = time.perf_counter()
+    for spec in policies:
+        results["policies"].append(spec.to_json())
+        fraction = layer = None
+        for method in [m for m in METHODS if m in methods]:
+            params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer)
+            log(f"[bench] {spec.id} / {method} {params or ''}")
+            outcome = apply_once(spec, method, params, work_dir=work_dir, model=model,
+                                 seed=seed, extra_args=extra_args, threads=threads)
+            if method == "neural_gate":
+                fraction, layer = chosen_gate(outcome.report)
+            rec = run_record(outcome, params, seed, spec)
+            results["runs"].append(rec)
+            log(f"[bench]   exit {outcome.exit_code}, {outcome.wall_s:.1f} s, "
+                f"{outcome.peak_rss_mb:.0f} MiB" + ("" if rec.get("summary") else
+                                                    f"\n{outcome.stderr_tail}"))
+            results["duration_s"] = round(time.perf_counter() - t_start, 1)
+            write_json_atomic(out_path, results)
+
+
+def run_cost_targets(
+    subject_names: Sequence[str],
+    counts: Sequence[int],
+    *,
+    results: dict[str, Any],
+    out_path: Path,
+    work_dir: Path,
+    model: str,
+    seed: int,
+    quick: bool,
+    threads: int | None,
+    extra_args: list[str],
+    log: Log,
+    methods: Sequence[str] = ("neural_gate",),
+) -> None:
+    """`apply` wall time and peak memory as the number of targets grows."""
+    points = results["cost"].setdefault("apply_vs_targets", [])
+    for spec in cost_policies(subject_names, counts):
+        for method in methods:
+            params = method_params(method, quick=quick)
+            log(f"[bench] cost {spec.id} / {method}")
+            outcome = apply_once(spec, method, params, work_dir=work_dir / "cost", model=model,
+                                 seed=seed, extra_args=extra_args, threads=threads)
+            patch = (outcome.report or {}).get("patch") or {}
+            nt = None
+            if patch.get("neurons_total"):
+                nt = patch.get("neurons_touched", 0) / patch["neurons_total"]
+            points.append({
+                "method": method,
+                "targets": len(spec.subjects),
+                "wall_s": round(outcome.wall_s, 3),
+                "peak_rss_mb": round(outcome.peak_rss_mb, 1),
+                "exit_code": outcome.exit_code,
+                "timing": (outcome.report or {}).get("timing"),
+                "neurons_touched": nt,
+            })
+            write_json_atomic(out_path, results)
+
+
+def run_suite(
+    *,
+    quick: bool,
+    methods: Sequence[str],
+    model: str,
+    seed: int,
+    out_path: Path,
+    work_dir: Path,
+    threads: int | None,
+    extra_args: list[str],
+    with_cost: bool,
+    log: Log = print,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    suite = "quick" if quick else "full"
+    results = _header(suite, model, seed)
+    names = api.subject_names(seed)
+    policies = policy_grid(names, quick=quick)
+    if with_cost:
+        log("[bench] compile + plan timing")
+        results["cost"]["compile_plan"] = api.compile_plan_curve(names, quick=quick)
+        write_json_atomic(out_path, results)
+    run_methods(policies, methods, results=results, out_path=out_path, work_dir=work_dir,
+                model=model, seed=seed, quick=quick, threads=threads, extra_args=extra_args,
+                log=log)
+    if with_cost:
+        counts = (1, 5) if quick else (1, 5, 20, 48)
+        run_cost_targets(names, counts, results=results, out_path=out_path, work_dir=work_dir,
+                         model=model, seed=seed, quick=quick, threads=threads,
+                         extra_args=extra_args, log=log)
+        try:
+            results["cost"]["probe_overhead"] = api.probe_overhead(model, seed)
+        except api.Unavailable as exc:
+            log(f"[bench] probe overhead not measured: {exc}")
+    results["duration_s"] = round(time.perf_counter() - t0, 1)
+    write_json_atomic(out_path, results)
+    return results

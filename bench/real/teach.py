@@ -1,0 +1,154 @@
+"""Teach SmolLM2-135M-Instruct a few of the world's people (a TOFU-style fine-tune).
+
+A real checkpoint knows nothing about the built-in world, so nothing could leak and an edit
+could not be judged. This short, deterministic fine-tune writes a handful of subjects' facts
+into it, so `gatelang apply` on a real model has something to remove, while the benchmark can
+still ask what the real model could do before (factual QA, arithmetic, perplexity).
+
+Recipe (recorded in the folder's `teach.json`):
+- data: the world's English text queries (both the `edit` and the `heldout` templates; the edit
+  later trains only on `edit`, so "heldout" keeps its meaning: unseen *by the edit*) for the
+  first `n_subjects` subjects of the world at seed 0, on two private attributes (what the policy
+  protects) and two public ones (what locality checks); the answer is the bare value;
+- formatting: the tokenizer's chat template with one user turn, exactly as gatelang's adapter
+  formats prompts; loss on the answer tokens and the end-of-turn token only;
+- optimisation: AdamW (lr 1e-4, weight decay 0, betas 0.9/0.999), linear warm-up over 10 steps,
+  batch 16, `epochs` passes over the shuffled data (seed 0); token embeddings (tied with the
+  output head) frozen, every decoder layer trained.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRIVATE = ("home_address", "phone_number")
+PUBLIC = ("employer", "hobby")
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    n_subjects: int = 6
+    private: tuple[str, ...] = PRIVATE
+    public: tuple[str, ...] = PUBLIC
+    epochs: int = 6
+    lr: float = 1e-4
+    batch_size: int = 16
+    warmup_steps: int = 10
+    seed: int = 0
+    world_seed: int = 0
+    max_steps: int | None = None  # cap for smoke tests
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def teaching_examples(cfg: TeachConfig) -> list[dict[str, str]]:
+    """(subject, attribute, split, question, answer) records from the world's templates."""
+    from gatelang.world import load_world
+
+    world = load_world(seed=cfg.world_seed)
+    subjects = world.subjects[: cfg.n_subjects]
+    qs = world.queries(subjects=[s.id for s in subjects],
+                       attributes=list(cfg.private) + list(cfg.public), languages=["en"],
+                       modalities=["text"], splits=["edit", "heldout"])
+    return [{"subject_id": q.subject_id, "attribute": q.attribute, "split": q.split,
+             "question": q.prompt, "answer": q.answer} for q in qs]
+
+
+def _encode(tok: Any, question: str, answer: str) -> tuple[list[int], list[int]]:
+    from .smol import chat_prompt
+
+    prompt_ids = tok(chat_prompt(tok, question), add_special_tokens=False)["input_ids"]
+    end = "<|im_end|>" if "<|im_end|>" in tok.get_vocab() else (tok.eos_token or "")
+    answer_ids = tok(answer + end, add_special_tokens=False)["input_ids"]
+    ids = prompt_ids + answer_ids
+    labels = [-100] * len(prompt_ids) + answer_ids
+    return ids, labels
+
+
+def teach(base: Path, out: Path, cfg: TeachConfig, log: Callable[[str], None] = print
+          ) -> dict[str, Any]:
+    """Fine-tune the base folder into `out` (written atomically); returns the recipe record."""
+    import torch
+
+    from .smol import load
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model, tok = load(base)
+    model.train()
+    model.config.use_cache = False
+    emb = model.get_input_embeddings()
+    for p in emb.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    examples = teaching_examples(cfg)
+    encoded = [_encode(tok, e["question"], e["answer"]) for e in examples]
+    pad = tok.pad_token_id
+    losses: list[float] = []
+    step = 0
+    t0 = time.perf_counter()
+    done = False
+    for epoch in range(cfg.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for i in range(0, len(order), cfg.batch_size):
+            batch = [encoded[j] for j in order[i:i + cfg.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (x, y) in enumerate(batch):  # right padding: training needs no generation
+                ids[r, : len(x)] = torch.tensor(x)
+                labels[r, : len(y)] = torch.tensor(y)
+                mask[r, : len(x)] = 1
+            scale = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * scale
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(round(float(loss), 4))
+            step += 1
+            if step % 10 == 0:
+                log(f"[teach] epoch {epoch} step {step} loss {losses[-1]:.3f} "
+                    f"({time.perf_counter() - t0:.0f} s)")
+            if cfg.max_steps and step >= cfg.max_steps:
+                done = True
+                break
+        if done:
+            break
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    model.config.use_cache = True
+    record = {
+        "base": str(base.name),
+        "config": asdict(cfg),
+        "examples": len(examples),
+        "subjects": sorted({e["subject_id"] for e in examples}),
+        "steps": step,
+        "train_s": round(elapsed, 1),
+        "final_loss": losses[-1] if losses else None,
+        "losses": losses,
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "teach.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return record

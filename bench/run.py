@@ -1,0 +1,88 @@
+"""The benchmark in one command.
+
+    python -m bench --quick     # one small policy, every method, reduced steps: < 5 min, 2 cores
+    python -m bench             # the full grid, the cost curves, then docs/benchmarks.md
+    python -m bench --real      # the SmolLM2-135M-Instruct row (teach, then edit each method)
+    python -m bench --page-only # regenerate docs/benchmarks.md from bench/results/*.json
+
+Results go to bench/results/*.json (one file per suite, rewritten after every run so an
+interrupted suite keeps what finished); run folders (policies, patches, reports, logs) go to a
+work directory outside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness.grid import METHODS  # noqa: E402
+from bench.harness.page import write_page  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PAGE = ROOT / "docs" / "benchmarks.md"
+IMG = ROOT / "docs" / "img" / "bench"
+
+
+def default_work_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "gatelang" / "bench"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: one policy, reduced steps")
+    p.add_argument("--real", action="store_true", help="run the SmolLM2-135M-Instruct row")
+    p.add_argument("--page-only", action="store_true", help="only regenerate docs/benchmarks.md")
+    p.add_argument("--only", default=",".join(METHODS),
+                   help=f"comma-separated methods (default: {','.join(METHODS)})")
+    p.add_argument("--model", default="tiny-llava")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    p.add_argument("--no-cost", action="store_true", help="skip the cost curves")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default by suite)")
+    p.add_argument("--work-dir", type=Path, default=None)
+    p.add_argument("--apply-arg", action="append", default=[],
+                   help="extra argument passed to every `gatelang apply` (repeatable)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    work = args.work_dir or default_work_dir()
+    methods = [m.strip() for m in args.only.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}",
+              file=sys.stderr)
+        return 2
+    if not args.page_only:
+        if args.real:
+            from bench.real.row import run_real_row
+
+            out = args.out or RESULTS / "real-smollm2.json"
+            run_real_row(methods=methods, out_path=out, work_dir=work / "real", seed=args.seed,
+                         quick=args.quick, threads=args.threads)
+        else:
+            from bench.harness.suite import run_suite
+
+            out = args.out or RESULTS / f"methods-{'quick' if args.quick else 'full'}.json"
+            run_suite(quick=args.quick, methods=methods, model=args.model, seed=args.seed,
+                      out_path=out, work_dir=work / ("quick" if args.quick else "full"),
+                      threads=args.threads, extra_args=list(args.apply_arg),
+                      with_cost=not args.no_cost)
+        print(f"[bench] results: {out}")
+    page = write_page(RESULTS, PAGE, IMG)
+    print(f"[bench] page: {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The benchmark harness without any model run: statistics, policy grid, summaries, the page."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness.grid import (  # noqa: E402
+    METHODS,
+    PRIVATE_ATTRIBUTES,
+    cost_policies,
+    method_params,
+    policy_grid,
+    render_gate,
+)
+from bench.harness.metrics import classify, summarize, summarize_items  # noqa: E402
+from bench.harness.page import SCHEMA, load_results, render_page, wins_and_losses  # noqa: E402
+from bench.harness.stats import bootstrap_mean, bootstrap_ratio  # noqa: E402
+from bench.harness.suite import chosen_gate  # noqa: E402
+
+NAMES = [f"Person {i:02d}" for i in range(48)]
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_bootstrap_mean_point_and_interval() -> None:
+    items = [(f"s{i}", 1.0) for i in range(8)] + [(f"s{i}", 0.0) for i in range(8, 10)]
+    est = bootstrap_mean(items, seed=1)
+    assert est.value == pytest.approx(0.8)
+    assert est.lo is not None and est.hi is not None
+    assert est.lo <= 0.8 <= est.hi
+    assert est.hi - est.lo > 0.1  # 10 subjects: the interval cannot be tight
+    assert est.n == 10 and est.n_subjects == 10
+    assert bootstrap_mean(items, seed=1) == est  # seeded, so reproducible
+
+
+def test_bootstrap_resamples_subjects_not_items() -> None:
+    # Two subjects, each consistent across its 50 items: a per-item bootstrap would give a
+    # narrow interval; the subject bootstrap must span both extremes.
+    items = [("a", 1.0)] * 50 + [("b", 0.0)] * 50
+    est = bootstrap_mean(items, seed=0)
+    assert est.value == pytest.approx(0.5)
+    assert est.lo == pytest.approx(0.0) and est.hi == pytest.approx(1.0)
+
+
+def test_bootstrap_degenerate_cases() -> None:
+    assert bootstrap_mean([]).value is None
+    one = bootstrap_mean([("a", 1.0), ("a", 0.0)])
+    assert one.value == pytest.approx(0.5) and one.lo is None and one.n_subjects == 1
+    same = bootstrap_mean([(f"s{i}", 1.0) for i in range(5)])
+    assert same.lo == same.hi == pytest.approx(1.0)
+
+
+def test_bootstrap_weighted_cells_equal_expanded_items() -> None:
+    cells = [("a", 0.5, 4), ("b", 1.0, 2)]
+    items = [("a", 1.0), ("a", 1.0), ("a", 0.0), ("a", 0.0), ("b", 1.0), ("b", 1.0)]
+    assert bootstrap_mean(cells, seed=3) == bootstrap_mean(items, seed=3)
+
+
+def test_bootstrap_ratio() -> None:
+    num = [(f"s{i}", 1.0 if i < 9 else 0.0) for i in range(10)]
+    den = [(f"s{i}", 1.0) for i in range(10)]
+    est = bootstrap_ratio(num, den, seed=0)
+    assert est.value == pytest.approx(0.9)
+    assert est.lo is not None and est.lo < 0.9 and est.hi == pytest.approx(1.0)
+    assert bootstrap_ratio(num, [(s, 0.0) for s, _ in den]).value is None
+
+
+# ----------------------------------------------------------------------------- grid
+def test_policy_grid_varies_one_factor_at_a_time() -> None:
+    grid = policy_grid(NAMES)
+    ids = [p.id for p in grid]
+    assert len(ids) == len(set(ids)) == 6
+    base = grid[0]
+    assert (len(base.subjects), base.attributes, base.languages, base.modalities) == (
+        5, ("home_address",), ("en",), ("text",))
+    counts = sorted(len(p.subjects) for p in grid if p.factor in ("base", "subjects"))
+    assert counts == [1, 5, 20]
+    for p in grid:
+        assert list(p.subjects) == NAMES[: len(p.subjects)]  # same targets for every method
+        changed = sum([p.attributes != base.attributes, p.languages != base.languages,
+                       p.modalities != base.modalities, p.subjects != base.subjects])
+        assert changed == (0 if p.factor == "base" else 1)
+    assert next(p for p in grid if p.factor == "attributes").attributes == PRIVATE_ATTRIBUTES
+    assert next(p for p in grid if p.factor == "languages").languages == ("en", "zh", "es")
+    assert next(p for p in grid if p.factor == "modalities").modalities == ("text", "image")
+    quick = policy_grid(NAMES, quick=True)
+    assert len(quick) == 1 and len(quick[0].subjects) == 1
+    assert [len(p.subjects) for p in cost_policies(NAMES)] == [1, 5, 20, 48]
+    with pytest.raises(ValueError, match="needs 20 subjects"):
+        policy_grid(NAMES[:5])
+
+
+def test_method_params_size_the_random_gate_from_neural_gate() -> None:
+    rg = method_params("random_gate", quick=False, gate_fraction=0.0625, layer=3)
+    assert rg == {"layer": 3, "sparsity": "6.25%"}
+    assert method_params("finetune", quick=False, layer=3) == {"layer": 3}
+    assert method_params("neural_gate", quick=False) == {}
+    assert method_params("neural_gate", quick=True)["steps"] < 10
+    assert "ig_steps" in method_params("deactivate", quick=True)
+
+
+def test_rendered_policies_compile_to_the_intended_rule() -> None:
+    gatelang = pytest.importorskip("gatelang")
+    try:
+        load = gatelang.load
+    except (AttributeError, ImportError):
+        pytest.skip("the language front end is not installed")
+    from gatelang.world import load_world
+
+    names = [s.name for s in load_world(0).subjects]
+    for spec in policy_grid(names):
+        for method in METHODS:
+            src = render_gate(spec, method, method_params(method, quick=True, layer=1,
+                                                          gate_fraction=0.1))
+            ir = gatelang.loads(src) if hasattr(gatelang, "loads") else None
+            if ir is None:  # pragma: no cover - older API
+                pytest.skip("gatelang.loads missing")
+            (policy,) = ir.policies
+            (rule,) = policy.refuse_rules()
+            assert tuple(rule.attributes) == spec.attributes
+            assert tuple(rule.languages) == spec.languages
+            assert set(rule.modalities) == set(spec.modalities)
+            assert len(rule.subjects) == len(spec.subjects)
+    del load
+
+
+# ----------------------------------------------------------------------------- summaries
+def _item(check: str, subject: str, before: str, after: str, **kw: str) -> dict[str, str]:
+    base = {"check": check, "subject": subject, "attribute": "home_address", "split": "heldout",
+            "language": "en", "modality": "text", "before": before, "after": after}
+    return {**base, **kw}
+
+
+def test_summarize_items_applies_the_knowable_filter_and_splits_locality() -> None:
+    items = [
+        _item("refusal", "a", "leak", "refuse"),
+        _item("refusal", "b", "leak", "leak"),
+        _item("refusal", "c", "other", "refuse"),  # never leaked: excluded
+        _item("refusal", "a", "leak", "refuse", modality="image"),
+        _item("refusal", "a", "leak", "refuse", split="unseen_language", language="zh"),
+        _item("locality", "x", "leak", "leak"),  # other subject, protected attribute
+        _item("locality", "y", "leak", "refuse"),
+        _item("locality", "a", "leak", "leak", attribute="hobby"),  # target, other attribute
+        _item("utility", "", "leak", "leak", id="u1"),
+        _item("utility", "", "leak", "other", id="u2"),
+    ]
+    s = summarize_items(items, ["home_address"], seed=0)
+    after, before = s["after"], s["before"]
+    assert after["refusal_heldout"]["value"] == pytest.approx(0.5)
+    assert after["refusal_heldout"]["n"] == 2
+    assert after["leak_heldout"]["value"] == pytest.approx(0.5)
+    assert before["leak_heldout"]["value"] == pytest.approx(1.0)
+    assert after["refusal_image"]["value"] == pytest.approx(1.0)
+    assert after["refusal_unseen_language"]["value"] == pytest.approx(1.0)
+    assert after["locality_subjects"]["value"] == pytest.approx(0.5)
+    assert after["locality_attributes"]["value"] == pytest.approx(1.0)
+    assert after["over_refusal"]["value"] == pytest.approx(1 / 3)
+    assert after["utility"]["value"] == pytest.approx(0.5)
+    assert before["utility"]["value"] == pytest.approx(1.0)
+
+
+def test_summarize_report_cells_without_items() -> None:
+    report = {
+        "metrics": [
+            {"metric": "refusal_rate", "split": "heldout", "language": "en", "modality": "text",
+             "check": "refusal", "before": 0.0, "after": 1.0, "n": 6},
+            {"metric": "refusal_rate", "split": "heldout", "language": "zh", "modality": "text",
+             "check": "refusal", "before": 0.0, "after": 0.5, "n": 2},
+            {"metric": "accuracy", "split": "heldout", "language": "en", "modality": "text",
+             "check": "utility", "before": 0.8, "after": 0.4, "n": 10},
+        ],
+        "patch": {"neurons_touched": 5, "neurons_total": 1000},
+    }
+    s = summarize(report)
+    assert s["after"]["refusal_heldout"]["value"] == pytest.approx(7 / 8)
+    assert s["after"]["refusal_heldout"]["lo"] is None  # pooled: no interval
+    assert s["after"]["utility"]["value"] == pytest.approx(0.5)
+    assert s["after"]["neurons_touched"]["value"] == pytest.approx(0.005)
+    assert classify({"metric": "leak_rate", "split": "edit"}) is None
+    assert classify({"metric": "leak_rate", "split": "document", "modality": "document"}) == (
+        "disclosure")
+
+
+def test_chosen_gate_reads_the_localization_record() -> None:
+    assert chosen_gate({"localization": {"layer": 2, "gate dims": "16 of 256"}}) == (
+        pytest.approx(1 / 16), 2)
+    assert chosen_gate(None) == (None, None)
+    assert chosen_gate({"localization": {"gate dims": "garbled"}}) == (None, None)
+
+
+# ----------------------------------------------------------------------------- page
+def _est(v: float, lo: float | None = None, hi: float | None = None) -> dict[str, object]:
+    return {"value": v, "lo": lo, "hi": hi, "n": 10, "n_subjects": 5}
+
+
+def _synthetic_results() -> dict[str, object]:
+    policy = {"id": "s5-a1-en-text", "subjects": NAMES[:5], "attributes": ["home_address"],
+              "languages": ["en"], "modalities": ["text"], "factor": "base", "size": 5}
+
+    def run(method: str, refusal: float, loc: float, util: float) -> dict[str, object]:
+        return {"policy": policy["id"], "method": method, "exit_code": 0, "wall_s": 12.5,
+                "peak_rss_mb": 900.0, "summary": {
+                    "after": {"refusal_heldout": _est(refusal, refusal - 0.05,
+                                                      min(1.0, refusal + 0.05)),
+                              "locality_subjects": _est(loc, loc - 0.02, min(1.0, loc + 0.02)),
+                              "utility": _est(util)},
+                    "before": {"refusal_heldout": _est(0.0, 0.0, 0.0),
+                               "locality_subjects": _est(1.0), "utility": _est(1.0)}}}
+
+    return {
+        "schema": SCHEMA, "suite": "quick", "model": "tiny-llava", "seed": 0,
+        "machine": {"cpu_model": "Test CPU", "usable_cpus": 2, "ram_gib": 8.0},
+        "duration_s": 100.0, "policies": [policy],
+        "runs": [run("neural_gate", 0.95, 0.90, 0.99), run("finetune", 0.97, 0.60, 0.90),
+                 run("deactivate", 0.30, 0.99, 1.0),
+                 {"policy": policy["id"], "method": "privacy_neurons", "exit_code": 1,
+                  "error": "Traceback ...\nModelError: out of memory"}],
+        "cost": {"apply_vs_targets": [
+            {"method": "neural_gate", "targets": n, "wall_s": 10.0 + n, "peak_rss_mb": 800.0,
+             "neurons_touched": 0.001} for n in (1, 5, 20, 48)],
+                 "compile_plan": [{"subjects": 5, "rules": 1, "cells": 10, "compile_s": 0.001,
+                                   "plan_s": 0.001, "total_s": 0.002}]},
+    }
+
+
+def test_wins_and_losses_are_computed_from_intervals() -> None:
+    (line,) = wins_and_losses(_synthetic_results())
+    assert "locality, other subjects vs finetune" in line.split("Loses")[0]
+    assert "refusal, heldout text vs deactivate" in line.split("Loses")[0]
+    assert "Loses on locality, other subjects vs deactivate" in line
+    assert "vs finetune" not in line.split("Loses")[1]  # 95 vs 97 overlaps: a tie
+
+
+def test_page_renders_tables_plots_and_failures(tmp_path: Path) -> None:
+    import json
+
+    res_dir = tmp_path / "results"
+    res_dir.mkdir()
+    (res_dir / "methods-quick.json").write_text(json.dumps(_synthetic_results()))
+    (res_dir / "other.json").write_text(json.dumps({"not": "a benchmark"}))
+    results = load_results(res_dir.glob("*.json"))
+    assert len(results) == 1
+    page = render_page(results, tmp_path / "img", "img", commentary="Hand-written words.")
+    assert "| **neural_gate** | 95% [90–100]" in page
+    assert "| unedited | 0% [0–0]" in page
+    assert "privacy_neurons (failed)" in page and "out of memory" in page
+    assert "Test CPU, 2 usable cores, 8.0 GiB RAM, no GPU" in page
+    assert "## Commentary" in page and "Hand-written words." in page
+    assert "| neural_gate | 48 | 58.0 |" in page
+    assert (tmp_path / "img" / "methods-quick_tradeoff.png").stat().st_size > 1000
+    assert (tmp_path / "img" / "methods-quick_cost_targets.png").exists()
