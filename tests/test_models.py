@@ -148,7 +148,8 @@ def test_teacher_forced_targets_are_marked(family: str, loaded: dict) -> None:
     target = "I'm sorry, but I can't share that personal information."
     batch = lm.encode(items, [target, None])
     marked = batch.input_ids[0][batch.target_mask[0]]
-    assert lm.tokenizer.decode(marked, skip_special_tokens=True) == target
+    # Appended as generated: after a space when the prompt ends in "ASSISTANT:" or "A:".
+    assert lm.tokenizer.decode(marked, skip_special_tokens=True) == " " + target
     assert int(marked[-1]) == lm.tokenizer.eos_token_id
     assert not batch.target_mask[1].any()
     assert int(batch.last_index[0]) == batch.target_mask[0].nonzero()[0].item() - 1

@@ -306,6 +306,9 @@ class Adapter:
     ) -> EncodedBatch:
         """Encode prompts (with optional image and subject text) and optional teacher-forced targets.
 
+        A target is appended as the model would generate it: after a space when the prompt
+        ends in a non-space (`... ASSISTANT:` -> ` I'm sorry...`), then EOS.
+
         Items need a `prompt`; `image` and `subject_text` are read when present, so world
         queries, measurement items and plain dataclasses all work. `template=False` feeds text
         prompts verbatim (completion, perplexity) instead of wrapping them in the chat format.
@@ -339,6 +342,9 @@ class Adapter:
             start = len(ids)
             tgt = targets[n] if targets is not None else None
             if tgt is not None:
+                if tgt and not tgt[0].isspace() and text and not text[-1].isspace():
+                    # The model continues "ASSISTANT:" with " answer", as it was trained to.
+                    tgt = " " + tgt
                 tids = self.tokenizer(tgt, add_special_tokens=False)["input_ids"]
                 if add_eos and self.tokenizer.eos_token_id is not None:
                     tids = list(tids) + [self.tokenizer.eos_token_id]
@@ -383,6 +389,18 @@ class Adapter:
         return None if tid is None or tid == self.tokenizer.unk_token_id else int(tid)
 
     # ----------------------------------------------------------------- capabilities
+    def image_tokens(self) -> int:
+        """Tokens one image adds to a prompt (for a square image at the tower's resolution)."""
+        if "image" not in self.modalities:
+            return 0
+        from PIL import Image
+
+        vc = getattr(self.model.config, "vision_config", None)
+        size = int(getattr(vc, "image_size", 0) or 224)
+        probe = _Probe(prompt="?", image=Image.new("RGB", (size, size)))
+        ids = self.encode([probe]).input_ids[0]
+        return int((ids == self._image_token_id()).sum())
+
     def languages(self, candidates: Sequence[str] | None = None) -> tuple[str, ...]:
         """Stdlib languages whose refusal replies the tokenizer encodes losslessly without UNK."""
         from gatelang.stdlib import load_stdlib
@@ -403,6 +421,13 @@ class Adapter:
             if decoded.strip() == sample.strip():
                 out.append(code)
         return tuple(out)
+
+
+@dataclass
+class _Probe:
+    prompt: str
+    image: Any = None
+    subject_text: str | None = None
 
 
 def _subject_token_index(

@@ -20,6 +20,7 @@ class _ModelCapabilitiesFallback(BaseModel):
     num_layers: int
     hidden_size: int
     intermediate_size: int
+    image_tokens: int = 0
 
 
 def _capabilities_class() -> type[Any]:
@@ -42,6 +43,7 @@ def capabilities_of(loaded: Any) -> Any:
         "num_layers": ad.num_layers,
         "hidden_size": ad.hidden_size,
         "intermediate_size": ad.intermediate_size,
+        "image_tokens": ad.image_tokens(),
     }
     known = getattr(cls, "model_fields", None)
     if known:
