@@ -93,6 +93,18 @@ def find_data(inputs: dict[str, PassResult], *roles: str) -> list[PassResult]:
     return [r for _k, r in sorted(inputs.items()) if "selection" in r.data]
 
 
+def edit_queries(ctx: PassContext, inputs: dict[str, PassResult]) -> list[Any]:
+    """The edit split of a node's data inputs, capped by the run option `edit_max_items`
+    (evenly spread, so every cell keeps examples; used by reduced test configurations)."""
+    data = find_data(inputs, "edit", "queries")
+    queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
+    limit = int(ctx.options.get("edit_max_items", 0) or 0)
+    if limit and len(queries) > limit:
+        step = len(queries) / limit
+        queries = [queries[int(i * step)] for i in range(limit)]
+    return queries
+
+
 @register
 class QueriesPass(Pass):
     op = "data.queries"
@@ -110,4 +122,4 @@ class QueriesPass(Pass):
                                 "n": len(queries), "cells": cells})
 
 
-__all__ = ["QueriesPass", "find_data", "queries_of", "select", "_SELECT_KEYS"]
+__all__ = ["QueriesPass", "edit_queries", "find_data", "queries_of", "select"]

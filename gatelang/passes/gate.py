@@ -25,7 +25,7 @@ from gatelang.passes.base import (
     register,
     weights_of,
 )
-from gatelang.passes.data import find_data, queries_of
+from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import build_examples, examples_from_json, pair_batch
 from gatelang.passes.params import method_params
 
@@ -60,8 +60,7 @@ def refusal_edit(
 ) -> PassResult:
     p = method_params(ctx, method, node.params)
     loc = _localized(inputs)
-    data = find_data(inputs, "queries", "edit")
-    queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
+    queries = edit_queries(ctx, inputs)
     if not queries:
         raise PlanError(f"{node.op}: the edit set is empty")
     if loc is not None and "examples" in loc.data:

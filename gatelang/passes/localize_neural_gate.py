@@ -14,7 +14,7 @@ import torch
 from gatelang.errors import PlanError
 from gatelang.passes.algorithms.neural_gate import build_gate, learn_feature_vector
 from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
-from gatelang.passes.data import find_data, queries_of
+from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import build_examples, examples_to_json, mask_batch
 from gatelang.passes.params import method_params
 
@@ -54,10 +54,7 @@ class NeuralGateLocalize(Pass):
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         p = method_params(ctx, "neural_gate", node.params)
-        data = find_data(inputs, "queries", "edit")
-        if not data:
-            raise PlanError(f"{node.op}: no edit queries reach this node")
-        queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
+        queries = edit_queries(ctx, inputs)
         if not queries:
             raise PlanError(f"{node.op}: the edit set is empty")
         examples = build_examples(ctx, queries)

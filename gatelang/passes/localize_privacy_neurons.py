@@ -15,7 +15,7 @@ import torch
 from gatelang.errors import PlanError
 from gatelang.passes.algorithms import depn
 from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
-from gatelang.passes.data import find_data, queries_of
+from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import as_item, encode
 from gatelang.passes.params import method_params
 
@@ -41,8 +41,7 @@ class PrivacyNeuronsLocalize(Pass):
         if method not in ("privacy_neurons", "deactivate"):
             method = "privacy_neurons"
         p = method_params(ctx, method, node.params)
-        data = find_data(inputs, "queries", "edit")
-        queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
+        queries = edit_queries(ctx, inputs)
         if not queries:
             raise PlanError(f"{node.op}: the edit set is empty")
         adapter = ctx.loaded.adapter
