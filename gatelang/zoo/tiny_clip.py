@@ -74,7 +74,7 @@ class TinyClipRecipe:
     projection: int = 64
     vocab_size: int = 1024
     max_positions: int = 32
-    steps: int = 1500
+    steps: int = 300
     lr: float = 2e-3
     warmup: int = 100
     faces_per_step: int = 48
@@ -102,9 +102,11 @@ def pixel_values(images: Sequence[Any]) -> torch.Tensor:
 
 
 def image_processor() -> Any:
-    from transformers import CLIPImageProcessor
+    import transformers
 
-    return CLIPImageProcessor(
+    # The PIL backend needs no torchvision (transformers 5); older versions have only one class.
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    return cls(
         do_resize=True, size={"shortest_edge": IMAGE_SIZE}, do_center_crop=True,
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=list(MEAN),
         image_std=list(STD), resample=3,
@@ -389,6 +391,7 @@ def save(model: nn.Module, tokenizer: Any, path: str | os.PathLike[str],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the shipped folder must be readable by all
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
