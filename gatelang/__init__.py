@@ -1,2 +1,71 @@
-"""gatelang: privacy policies compiled into verified weight edits."""
+"""gatelang: privacy policies compiled into verified weight edits.
+
+The public API is re-exported here lazily: `import gatelang` stays cheap (no torch, no
+transformers) and each name is imported from its layer on first use. To publish a new name,
+add one line to `_API` (name -> "module:attribute"); nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_API: dict[str, str] = {
+    # language front end (parse + check) -------------------------------------------------------
+    "load": "gatelang.ir:load",  # path -> PolicyFile (IR); raises DiagnosticError
+    "loads": "gatelang.ir:loads",  # text -> PolicyFile
+    "check": "gatelang.ir:check",  # path -> CheckResult (never raises for policy problems)
+    "check_text": "gatelang.ir:check_text",
+    "PolicyFile": "gatelang.ir:PolicyFile",
+    "CheckResult": "gatelang.ir:CheckResult",
+    # planner ----------------------------------------------------------------------------------
+    "plan": "gatelang.planner:plan",  # (PolicyFile, ModelCapabilities) -> Plan
+    "compile": "gatelang.planner.api:compile",  # path -> Plan (load + plan)
+    "Plan": "gatelang.planner:Plan",
+    "ModelCapabilities": "gatelang.planner:ModelCapabilities",
+    "TINY_LLAVA_CAPABILITIES": "gatelang.planner:TINY_LLAVA_CAPABILITIES",
+    # source tools -----------------------------------------------------------------------------
+    "fmt": "gatelang.syntax.format:fmt",  # path or text -> canonical text
+    "convert": "gatelang.syntax.format:convert",  # path -> text in the other syntax
+    "diff": "gatelang.ir.diff:diff",  # (old, new) -> list[Change]
+    "json_schema": "gatelang.syntax.schema:json_schema",  # JSON Schema of the YAML form
+    # errors -----------------------------------------------------------------------------------
+    "GatelangError": "gatelang.errors:GatelangError",
+    "DiagnosticError": "gatelang.errors:DiagnosticError",
+    "PlanError": "gatelang.errors:PlanError",
+    # apply: run a policy on a model, write patch + report + lock ---------------------------
+    "apply": "gatelang.report.api:apply",  # (policy, model, out) -> ApplyResult
+    "load_patch": "gatelang.report.api:load_patch",  # (model, patch) -> LoadedModel with patch
+    "verify_lock": "gatelang.report.api:verify_lock",  # gate.lock -> VerifyResult (drift)
+    # models, runtime, report: add entries here, e.g.
+    # "load_model": "gatelang.models:load_model",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'gatelang' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from gatelang.errors import DiagnosticError, GatelangError, PlanError  # noqa: F401
+    from gatelang.ir import CheckResult, PolicyFile, check, check_text, load, loads  # noqa: F401
+    from gatelang.ir.diff import diff  # noqa: F401
+    from gatelang.planner import TINY_LLAVA_CAPABILITIES, ModelCapabilities, Plan, plan  # noqa: F401
+    from gatelang.planner.api import compile  # noqa: F401
+    from gatelang.report.api import apply, load_patch, verify_lock  # noqa: F401
+    from gatelang.syntax.format import convert, fmt  # noqa: F401
+    from gatelang.syntax.schema import json_schema  # noqa: F401

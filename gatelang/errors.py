@@ -91,9 +91,24 @@ class DiagnosticError(GatelangError):
 
 
 class PlanError(GatelangError):
-    """The policy is valid but cannot run on this model (e.g. no image encoder): exit 2."""
+    """The policy is valid but cannot run on this model (e.g. no image encoder): exit 2.
+
+    When the problem has a place in the policy, `diagnostics` carry it (codes `G3xx`) and the
+    message renders them like any other diagnostic.
+    """
 
     exit_code = EXIT_INVALID
+
+    def __init__(self, message: str = "", *, diagnostics: list[Diagnostic] | None = None,
+                 sources: dict[str, str] | None = None) -> None:
+        self.diagnostics = list(diagnostics or [])
+        self.sources = dict(sources or {})
+        if not message and self.diagnostics:
+            message = "\n".join(
+                d.render(self.sources.get(d.span.file) if d.span else None)
+                for d in self.diagnostics
+            )
+        super().__init__(message)
 
 
 class ModelError(GatelangError):

@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatelang.errors import Span
+from gatelang.syntax import names
 
 IR_VERSION = 1
-MODALITIES: tuple[str, ...] = ("text", "image", "document", "scene")
-ENCODERS: tuple[str, ...] = ("text", "image")
-PRESERVATIONS: tuple[str, ...] = ("other_subjects", "other_attributes", "utility")
-OPS: tuple[str, ...] = (">=", "<=", ">", "<")
+MODALITIES = names.MODALITIES
+ENCODERS = names.ENCODERS
+PRESERVATIONS = names.PRESERVATIONS
+OPS = names.COMPARISONS
 
 
 class Node(BaseModel):

@@ -1,0 +1,302 @@
+"""Language commands: check, fmt, convert, plan, diff, schema.
+
+Each command parses arguments, calls the public API and prints; problems in a policy are
+diagnostics on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from gatelang.errors import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_OK,
+    Diagnostic,
+    DiagnosticError,
+    GatelangError,
+)
+
+POLICY_SUFFIXES = (".gate", ".yaml", ".yml")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check policy files (syntax and semantics)",
+                       description="Check policy files and report every problem with its "
+                       "location. Directories are searched for .gate and gatelang YAML files.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--root", help="folder that `use` and subject files may not leave "
+                   "(default: each policy's folder)")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--format", choices=("text", "json"), default="text", dest="output")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("fmt", help="rewrite policy files in canonical layout",
+                       description="Rewrite policy files in canonical layout (comments kept).")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 and list the files that would change")
+    p.add_argument("--diff", action="store_true", help="print a unified diff instead of writing")
+    p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("convert", help="convert a policy between .gate and YAML",
+                       description="Print (or write) a policy in the other syntax; the result "
+                       "is checked to mean exactly the same.")
+    p.add_argument("path", metavar="POLICY")
+    p.add_argument("--to", choices=("gate", "yaml"), help="target syntax (default: the other)")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("plan", help="show the pass graph a policy compiles to",
+                       description="Compile a policy to its plan: the probe, localize, gate and "
+                       "verify passes, what they touch, and their estimated cost.")
+    p.add_argument("path", metavar="POLICY")
+    p.add_argument("--model", default="tiny-llava",
+                   help="built-in model name (tiny-llava, tiny-clip), or any model spec "
+                   "`gatelang.load_model` accepts (loaded offline to read its capabilities)")
+    p.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text",
+                   dest="output_format")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.add_argument("--root", help="folder that `use` and subject files may not leave")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("diff", help="semantic differences between two policy versions",
+                       description="Show what changed in meaning: subjects, attributes, "
+                       "languages, modalities, thresholds (tightened/loosened), method.")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW", nargs="?")
+    p.add_argument("--git", metavar="REV",
+                   help="compare OLD as it is in git revision REV with the working tree")
+    p.add_argument("--format", choices=("text", "json"), default="text", dest="output")
+    p.add_argument("--exit-code", action="store_true",
+                   help="exit 1 when anything loosened (for CI gates)")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the YAML form")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(func=cmd_schema)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _write(path: str | None, text: str) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        return
+    from gatelang.runtime.atomic import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise GatelangError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _is_yaml_policy(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            head = fh.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(line.startswith("gatelang:") for line in head.splitlines())
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Files as given, and policy files found under directories (sorted, hidden skipped)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.suffix == ".gate" or (f.suffix in (".yaml", ".yml") and _is_yaml_policy(f)):
+                    out.append(f)
+        else:
+            out.append(p)
+    return out
+
+
+def _print_diags(diags: list[Diagnostic], sources: dict[str, str]) -> None:
+    for d in diags:
+        print(d.render(sources.get(d.span.file) if d.span else None), file=sys.stderr)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gatelang.ir import check
+
+    files = expand_paths(args.paths)
+    if not files:
+        print("error: no policy files found", file=sys.stderr)
+        return EXIT_INVALID
+    errors = warnings = 0
+    report = []
+    for f in files:
+        result = check(f, root=args.root)
+        errors += len(result.errors)
+        warnings += len(result.warnings)
+        if args.output == "json":
+            report.append({"file": str(f), "ok": result.ok, "diagnostics": [
+                {"code": d.code, "severity": d.severity, "message": d.message, "hint": d.hint,
+                 "span": d.span.model_dump() if d.span else None} for d in result.diagnostics]})
+        else:
+            _print_diags(result.diagnostics, result.sources)
+    failed = errors or (args.strict and warnings)
+    if args.output == "json":
+        print(json.dumps({"files": report, "errors": errors, "warnings": warnings},
+                         indent=2, ensure_ascii=False))
+    else:
+        status = "failed" if failed else "ok"
+        print(f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s) — {status}",
+              file=sys.stderr)
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    import difflib
+
+    from gatelang.syntax.format import fmt
+    from gatelang.syntax.source import read_source
+
+    files = expand_paths(args.paths)
+    changed = []
+    bad = 0
+    for f in files:
+        try:
+            before = read_source(f)
+            after = fmt(f)
+        except DiagnosticError as exc:
+            print(str(exc), file=sys.stderr)
+            bad += 1
+            continue
+        if before == after:
+            continue
+        changed.append(f)
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                before.splitlines(keepends=True), after.splitlines(keepends=True),
+                f"{f} (before)", f"{f} (formatted)"))
+        elif not args.check:
+            _write(str(f), after)
+    for f in changed:
+        verb = "would reformat" if (args.check or args.diff) else "reformatted"
+        print(f"{verb} {f}", file=sys.stderr)
+    if bad:
+        return EXIT_INVALID
+    if (args.check or args.diff) and changed:
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from gatelang.ir import check, check_text
+    from gatelang.syntax.format import convert
+    from gatelang.syntax.source import syntax_of
+
+    source_syntax = syntax_of(args.path)
+    target = args.to or ("gate" if source_syntax == "yaml" else "yaml")
+    text = convert(args.path, target)
+    # The conversion must not change meaning; prove it when the source itself checks.
+    original = check(args.path)
+    if original.ir is not None:
+        shown = str(Path(args.path).with_suffix(".gate" if target == "gate" else ".yaml"))
+        converted = check_text(text, shown, target, root=Path(args.path).parent)
+        if converted.ir is None or converted.ir.semantic_dump() != original.ir.semantic_dump():
+            raise GatelangError(f"{args.path}: conversion would change the policy's meaning; "
+                                "please report this with the file")
+    _write(args.output, text)
+    return EXIT_OK
+
+
+def _capabilities(model: str):
+    from gatelang.planner.api import capabilities_for
+    from gatelang.planner.capabilities import BUILTIN_CAPABILITIES
+
+    if model in BUILTIN_CAPABILITIES:
+        return capabilities_for(model)
+    try:
+        from gatelang.models import load_model
+    except ImportError as exc:  # pragma: no cover - the models layer ships with gatelang
+        raise GatelangError(f"cannot load model {model!r}: {exc}") from None
+    return load_model(model).capabilities()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gatelang.ir import load
+    from gatelang.planner import plan, render
+
+    ir = load(args.path, root=args.root)
+    result = plan(ir, _capabilities(args.model))
+    _write(args.output, render(result, args.output_format))
+    return EXIT_OK
+
+
+def _git_show(rev: str, path: str) -> str:
+    p = Path(path).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=p.parent,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        rel = p.relative_to(Path(top).resolve()).as_posix()
+        shown = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=top, capture_output=True,
+                               check=True)
+    except FileNotFoundError:
+        raise GatelangError("git is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        msg = (exc.stderr or b"").decode(errors="replace").strip() if isinstance(
+            exc.stderr, bytes) else (exc.stderr or "").strip()
+        raise GatelangError(f"git: cannot read {path} at {rev}: {msg}") from None
+    except ValueError:
+        raise GatelangError(f"{path} is not inside a git repository") from None
+    try:
+        return shown.stdout.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise GatelangError(f"{path} at {rev} is not UTF-8 text") from None
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from gatelang.ir import load, loads
+    from gatelang.ir.diff import diff_ir, render_changes
+
+    if args.git:
+        if args.new is not None:
+            raise GatelangError("with --git give one file: gatelang diff --git REV POLICY")
+        text = _git_show(args.git, args.old)
+        # Parse under the working-tree name so `use` and subject files resolve beside it.
+        try:
+            old = loads(text, args.old)
+        except DiagnosticError as exc:
+            for d in exc.diagnostics:
+                if d.span is not None:
+                    print(f"(in {args.git}:{args.old})", file=sys.stderr)
+                    break
+            raise
+        new = load(args.old)
+    else:
+        if args.new is None:
+            raise GatelangError("give two files (OLD NEW), or one file and --git REV")
+        old, new = load(args.old), load(args.new)
+    changes = diff_ir(old, new)
+    if args.output == "json":
+        print(json.dumps([c.to_dict() for c in changes], indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_changes(changes))
+    if args.exit_code and any(c.direction == "looser" for c in changes):
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gatelang.syntax.schema import json_schema
+
+    _write(args.output, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    return EXIT_OK
+
+
+__all__ = ["expand_paths", "register"]

@@ -1,0 +1,27 @@
+"""The planner: a checked policy + model capabilities -> a DAG of pass nodes (`Plan`)."""
+
+from gatelang.planner.build import plan
+from gatelang.planner.capabilities import (
+    BUILTIN_CAPABILITIES,
+    TINY_CLIP_CAPABILITIES,
+    TINY_LLAVA_CAPABILITIES,
+    ModelCapabilities,
+)
+from gatelang.planner.plan import KINDS, OPS, SCHEMA_VERSION, Cost, Plan, PlanNode, node_id
+from gatelang.planner.render import render
+
+__all__ = [
+    "BUILTIN_CAPABILITIES",
+    "KINDS",
+    "OPS",
+    "SCHEMA_VERSION",
+    "TINY_CLIP_CAPABILITIES",
+    "TINY_LLAVA_CAPABILITIES",
+    "Cost",
+    "ModelCapabilities",
+    "Plan",
+    "PlanNode",
+    "node_id",
+    "plan",
+    "render",
+]

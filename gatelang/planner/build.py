@@ -1,0 +1,396 @@
+"""IR + model capabilities -> plan.
+
+Per policy, in file order: edit query sets (one per subject set, language and modality mix,
+so rules that probe the same people in the same language share the set and its probe), probes,
+one localize and one gate node (the gate reads the previous policy's gate through a `weights`
+edge, so edits compose in file order), verify nodes on data the edit never saw, and a
+`report.requirements` node that alone holds the thresholds: tightening a threshold re-runs
+only the report.
+
+Params carry everything a pass needs without the IR. Two conventions passes rely on:
+method parameters are nested under `params` next to `method`, percentages there are fractions;
+requirement thresholds in `report.requirements` are in the metric's display unit (95.0 for 95%).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from gatelang.errors import Diagnostic, PlanError, Span
+from gatelang.ir import model as ir
+from gatelang.planner.capabilities import TINY_LLAVA_CAPABILITIES, ModelCapabilities
+from gatelang.planner.plan import Cost, Plan, PlanNode, node_id
+from gatelang.stdlib import Stdlib, load_stdlib
+
+SEED = "$seed"  # replaced by the run's seed (the runtime derives one per node)
+MAX_NEW_TOKENS = 24  # generation length assumed by the cost estimate of verify nodes
+LOCALITY_SAMPLE = 8  # queries per (attribute, language, modality, split) cell for other subjects
+_LOCALIZE = {
+    "neural_gate": "localize.neural_gate",
+    "random_gate": "localize.random",
+    "deactivate": "localize.privacy_neurons",
+    "privacy_neurons": "localize.privacy_neurons",
+}
+_GATE = {
+    "neural_gate": "gate.neural_gate",
+    "random_gate": "gate.neural_gate",
+    "finetune": "gate.finetune",
+    "deactivate": "gate.deactivate",
+    "privacy_neurons": "gate.deactivate",
+}
+_EXCLUDED_FROM_LOCALITY = ("attributes.credentials",)  # answered with a refusal by habit
+
+
+class _Counter:
+    """Query and token counts from the stdlib templates, for cost estimates."""
+
+    def __init__(self, std: Stdlib, caps: ModelCapabilities) -> None:
+        self.std = std
+        self.caps = caps
+        self._cells: dict[tuple[str, str, str, str], tuple[int, int, int]] = {}
+
+    def cell(self, attribute: str, language: str, modality: str, split: str):
+        """(templates, template bytes without the subject, subject slots) of one cell."""
+        key = (attribute, language, modality, split)
+        if key not in self._cells:
+            spec = self.std.attributes.get(attribute)
+            templates: tuple[str, ...] = ()
+            if spec is not None:
+                if modality in ("text", "image"):
+                    ts = spec.templates.get(language)
+                elif modality == "document":
+                    ts = spec.document_templates.get(language)
+                else:
+                    ts = spec.scene.templates.get(language) if spec.scene else None
+                if ts is not None:
+                    templates = getattr(ts, split)
+            nbytes = sum(len(t.replace("{subject}", "").encode()) for t in templates)
+            slots = sum(t.count("{subject}") for t in templates)
+            self._cells[key] = (len(templates), nbytes, slots)
+        return self._cells[key]
+
+    def queries(self, subjects: Iterable[str] | int, attributes, languages, modalities,
+                splits) -> tuple[int, int]:
+        """(number of queries, prompt tokens) of a selection; tokens are UTF-8 bytes."""
+        if isinstance(subjects, int):
+            n_subjects, name_bytes = subjects, subjects * 12
+        else:
+            names = list(subjects)
+            n_subjects, name_bytes = len(names), sum(len(s.encode()) for s in names)
+        count = tokens = 0
+        for a in attributes:
+            for lang in languages:
+                phrase = self.std.languages[lang].subject_phrase if lang in self.std.languages \
+                    else {}
+                for m in modalities:
+                    for s in splits:
+                        n, nbytes, slots = self.cell(a, lang, m, s)
+                        if not n:
+                            continue
+                        count += n * n_subjects
+                        tokens += nbytes * n_subjects
+                        if m == "text":
+                            tokens += slots * name_bytes
+                        else:
+                            sub = phrase.get("document" if m == "document" else "image", "")
+                            tokens += n_subjects * (slots * len(sub.encode())
+                                                    + n * self.caps.image_tokens)
+        return count, tokens
+
+
+class _Builder:
+    def __init__(self, pf: ir.PolicyFile, caps: ModelCapabilities, std: Stdlib) -> None:
+        self.pf = pf
+        self.caps = caps
+        self.std = std
+        self.g = nx.DiGraph()
+        self.count = _Counter(std, caps)
+        self.diags: list[Diagnostic] = []
+
+    def add(self, kind: str, op: str, params: dict[str, Any], parents: list[tuple[str, str]],
+            label: str, policy: str | None, span: Span | None, cost: Cost) -> str:
+        nid = node_id(kind, op, params, parents, self.std.version)
+        if nid in self.g:
+            return nid  # the same work is already planned: share it
+        self.g.add_node(nid, node=PlanNode(id=nid, kind=kind, op=op, params=params, label=label,
+                                           policy=policy, span=span, cost=cost))
+        for role, pid in parents:
+            self.g.add_edge(pid, nid, role=role)
+        return nid
+
+    # -- data ------------------------------------------------------------------------------------
+    def data(self, label: str, policy: str, span: Span, *, subjects=None, exclude=None,
+             attributes=(), languages=(), modalities=("text",), splits=("edit",),
+             source: str | None = None, per_cell_limit: int | None = None) -> tuple[str, int, int]:
+        params: dict[str, Any] = {}
+        if source:
+            params["source"] = source
+        if subjects is not None:
+            params["subjects"] = list(subjects)
+        if exclude is not None:
+            params["exclude_subjects"] = list(exclude)
+        if attributes:
+            params["attributes"] = list(attributes)
+        params["languages"] = list(languages)
+        if source is None:
+            params["modalities"] = list(modalities)
+            params["splits"] = list(splits)
+        if per_cell_limit:
+            params["per_cell_limit"] = per_cell_limit
+        if source == "utility":
+            n = sum(len(v.get(lang, ())) for v in self.std.utility.get("tasks", {}).values()
+                    for lang in languages)
+            tokens = n * 40
+        elif subjects is None:
+            cells, tokens = self.count.queries(1, attributes, languages, modalities, splits)
+            n = cells * (per_cell_limit or 1)
+            tokens *= per_cell_limit or 1
+        else:
+            n, tokens = self.count.queries(subjects, attributes, languages, modalities, splits)
+        nid = self.add("data", "data.queries", params, [], label, policy, span,
+                       Cost(tokens=tokens))
+        return nid, n, tokens
+
+    # -- checks against the model ----------------------------------------------------------------
+    def check(self, policy: ir.Policy) -> None:
+        for rule in policy.rules:
+            if isinstance(rule, ir.RefuseRule):
+                for lang in rule.languages:
+                    if lang not in self.caps.languages:
+                        self.diags.append(Diagnostic(
+                            "G301", f"model {self.caps.name} does not support language {lang!r}",
+                            rule.span, "the model supports: " + ", ".join(self.caps.languages)))
+                for m in rule.modalities:
+                    if m not in self.caps.modalities:
+                        self.diags.append(Diagnostic(
+                            "G302", f"model {self.caps.name} cannot take {m} queries",
+                            rule.span, "the model supports: " + ", ".join(self.caps.modalities)))
+            elif isinstance(rule, ir.AnonymizeRule):
+                for enc in rule.encoders:
+                    if self.caps.encoder_for(enc) is None:
+                        have = ", ".join(self.caps.encoders) or "none"
+                        self.diags.append(Diagnostic(
+                            "G303", f"model {self.caps.name} has no {enc} encoder to anonymize",
+                            rule.span, f"the model's encoders: {have}"))
+        layer = policy.method.params.get("layer")
+        if isinstance(layer, int) and not 0 <= layer < self.caps.num_layers:
+            self.diags.append(Diagnostic(
+                "G304", f"layer {layer} does not exist in {self.caps.name}", policy.method.span,
+                f"layers are 0..{self.caps.num_layers - 1}, or `auto`"))
+
+    # -- policies --------------------------------------------------------------------------------
+    def policy(self, p: ir.Policy, prev_gate: str | None) -> str:
+        if p.method.family == "encoder_remap":
+            return self.anonymize_policy(p, prev_gate)
+        return self.refuse_policy(p, prev_gate)
+
+    def _method_params(self, p: ir.Policy) -> dict[str, Any]:
+        return {"method": p.method.name, "params": dict(sorted(p.method.params.items()))}
+
+    def refuse_policy(self, p: ir.Policy, prev_gate: str | None) -> str:
+        name = p.name
+        rules = p.refuse_rules()
+        weights = [("weights", prev_gate)] if prev_gate else []
+        # Edit sets: merge rules over (subjects, language, modalities), so rules about the same
+        # people in the same language share the query set and the probe.
+        groups: dict[tuple, dict[str, Any]] = {}
+        for r in rules:
+            for lang in r.languages:
+                key = (r.subjects, lang, r.modalities)
+                g = groups.setdefault(key, {"attributes": [], "span": r.span})
+                g["attributes"].extend(a for a in r.attributes if a not in g["attributes"])
+        edits: list[tuple[str, int, int]] = []
+        probes: list[str] = []
+        method = p.method.name
+        uses_probe = method != "finetune"
+        for (subjects, lang, mods), g in groups.items():
+            label = f"edit set: {', '.join(g['attributes'])} / {lang} / {'+'.join(mods)}"
+            edit = self.data(label, name, g["span"], subjects=subjects,
+                             attributes=g["attributes"], languages=[lang], modalities=mods,
+                             splits=["edit"])
+            edits.append(edit)
+            if uses_probe:
+                params = {"subjects": list(subjects), "attributes": g["attributes"],
+                          "languages": [lang], "modalities": list(mods), "site": "mlp_act",
+                          "layers": list(range(self.caps.num_layers)), "mlp": True,
+                          "model": self.caps.name}
+                probes.append(self.add(
+                    "probe", "probe.activations", params, [("queries", edit[0]), *weights],
+                    f"probe: {lang} / {'+'.join(mods)} ({edit[1]} queries)", name, g["span"],
+                    Cost(forward_passes=edit[1], tokens=edit[2])))
+        n_edit = sum(e[1] for e in edits)
+        edit_tokens = sum(e[2] for e in edits)
+        subjects = list(dict.fromkeys(s for r in rules for s in r.subjects))
+        attributes = list(dict.fromkeys(a for r in rules for a in r.attributes))
+        languages = list(dict.fromkeys(lang for r in rules for lang in r.languages))
+        modalities = [m for m in ir.MODALITIES if any(m in r.modalities for r in rules)]
+        scope = {"subjects": subjects, "attributes": attributes, "languages": languages,
+                 "modalities": modalities, "model": self.caps.name, "seed": SEED}
+        mp = p.method.params
+        edit_edges = [("edit", e[0]) for e in edits]
+        loc_id = None
+        if method in _LOCALIZE:
+            op = _LOCALIZE[method]
+            params = {**self._method_params(p), **scope}
+            if op == "localize.privacy_neurons":
+                params["cross_lingual"] = method == "privacy_neurons"
+            if op == "localize.neural_gate":
+                search = self.caps.num_layers * 4 if mp.get("layer") == "auto" else 0
+                steps = int(mp.get("mask_steps", 1)) * (n_edit + search)
+                cost = Cost(forward_passes=steps, backward_passes=steps, tokens=edit_tokens)
+            elif op == "localize.privacy_neurons":
+                steps = int(mp.get("ig_steps", 1)) * n_edit
+                cost = Cost(forward_passes=steps, backward_passes=steps, tokens=edit_tokens)
+            else:
+                cost = Cost()
+            loc_id = self.add("localize", op, params,
+                              [*edit_edges, *[("probe", x) for x in probes], *weights],
+                              f"localize: {method}", name, p.method.span, cost)
+        gate_op = _GATE[method]
+        if gate_op == "gate.deactivate":
+            gate_cost = Cost()
+        else:
+            steps = int(mp.get("steps", 1)) * int(mp.get("epochs", 1)) * n_edit * 2
+            gate_cost = Cost(forward_passes=steps, backward_passes=steps,
+                             tokens=edit_tokens * 2 * int(mp.get("steps", 1)))
+        gate_parents = [*edit_edges, *weights]
+        if loc_id:
+            gate_parents.append(("localize", loc_id))
+        gate = self.add("gate", gate_op, {**self._method_params(p), **scope}, gate_parents,
+                        f"gate: {method} ({name})", name, p.method.span, gate_cost)
+        verifies = self.verify_refuse(p, gate, languages)
+        self.report(p, gate, verifies)
+        return gate
+
+    def _verify(self, op: str, p: ir.Policy, gate: str, data: list[tuple[str, int, int]],
+                params: dict[str, Any], label: str, span: Span) -> str:
+        n = sum(d[1] for d in data)
+        tokens = sum(d[2] for d in data)
+        cost = Cost(forward_passes=2 * n, tokens=2 * (tokens + n * MAX_NEW_TOKENS))
+        params = {**params, "model": self.caps.name, "max_new_tokens": MAX_NEW_TOKENS}
+        return self.add("verify", op, params,
+                        [("gate", gate), *[("queries", d[0]) for d in data]],
+                        label, p.name, span, cost)
+
+    def verify_refuse(self, p: ir.Policy, gate: str, languages: list[str]) -> list[str]:
+        name = p.name
+        rules = p.refuse_rules()
+        out: list[str] = []
+        refusal_data = []
+        for r in rules:
+            refusal_data.append(self.data(
+                f"held-out: {', '.join(r.attributes)} / {'+'.join(r.languages)} / "
+                f"{'+'.join(r.modalities)}", name, r.span, subjects=r.subjects,
+                attributes=r.attributes, languages=r.languages, modalities=r.modalities,
+                splits=["heldout"]))
+        unseen = [lang for lang in self.caps.languages
+                  if lang in self.std.languages and lang not in languages]
+        attributes = list(dict.fromkeys(a for r in rules for a in r.attributes))
+        subjects = list(dict.fromkeys(s for r in rules for s in r.subjects))
+        if unseen:
+            refusal_data.append(self.data(
+                f"unseen languages: {'+'.join(unseen)}", name, p.span, subjects=subjects,
+                attributes=attributes, languages=unseen, modalities=["text"],
+                splits=["heldout"]))
+        out.append(self._verify("verify.refusal", p, gate, refusal_data, {
+            "subjects": subjects, "attributes": attributes, "rule_languages": languages,
+            "modalities": [m for m in ir.MODALITIES if any(m in r.modalities for r in rules)],
+        }, f"verify refusal ({name})", p.span))
+        locality = []
+        if p.preserves("other_subjects"):
+            locality.append(self.data(
+                "other subjects, same attributes", name, p.span, exclude=subjects,
+                attributes=attributes, languages=languages, modalities=["text"],
+                splits=["heldout"], per_cell_limit=LOCALITY_SAMPLE))
+        if p.preserves("other_attributes"):
+            excluded = {a for m in _EXCLUDED_FROM_LOCALITY for a in self.std.modules.get(m, ())}
+            others = [a for a in self.std.attributes if a not in attributes and a not in excluded]
+            if others:
+                locality.append(self.data(
+                    "same subjects, other attributes", name, p.span, subjects=subjects,
+                    attributes=others, languages=languages, modalities=["text"],
+                    splits=["heldout"]))
+        for k in p.keep_rules():
+            locality.append(self.data(
+                f"kept: {', '.join(k.attributes)}", name, k.span, subjects=k.subjects,
+                attributes=k.attributes, languages=languages, modalities=["text"],
+                splits=["heldout"]))
+        if locality:
+            out.append(self._verify("verify.locality", p, gate, locality, {
+                "subjects": subjects, "attributes": attributes, "rule_languages": languages,
+            }, f"verify locality ({name})", p.span))
+        if p.preserves("utility"):
+            util = self.data("utility tasks", name, p.span, source="utility",
+                             languages=languages)
+            out.append(self._verify("verify.utility", p, gate, [util], {
+                "rule_languages": languages}, f"verify utility ({name})", p.span))
+        return out
+
+    def anonymize_policy(self, p: ir.Policy, prev_gate: str | None) -> str:
+        name = p.name
+        gate = prev_gate
+        verifies = []
+        weights = [("weights", prev_gate)] if prev_gate else []
+        for r in p.anonymize_rules():
+            for enc in r.encoders:
+                modality = "text" if enc == "text" else "image"
+                edit = self.data(f"{enc} encoder: subjects", name, r.span, subjects=r.subjects,
+                                 languages=list(self.caps.languages[:1]) or ["en"],
+                                 attributes=(), modalities=[modality], splits=["edit"])
+                steps = int(p.method.params.get("steps", 1))
+                params = {**self._method_params(p), "subjects": list(r.subjects),
+                          "encoder": self.caps.encoder_for(enc), "model": self.caps.name,
+                          "seed": SEED}
+                gate = self.add("gate", f"gate.remap_{enc}", params,
+                                [("edit", edit[0]), *([("weights", gate)] if gate else weights)],
+                                f"gate: remap {enc} encoder ({name})", name, r.span,
+                                Cost(forward_passes=steps, backward_passes=steps,
+                                     tokens=steps * max(1, edit[2] // max(1, edit[1]))))
+            held = self.data("identity queries (held-out)", name, r.span, subjects=r.subjects,
+                             languages=list(self.caps.languages), attributes=(),
+                             modalities=["image" if "image" in r.encoders else "text"],
+                             splits=["heldout"])
+            assert gate is not None
+            verifies.append(self._verify("verify.identity_inference", p, gate, [held], {
+                "subjects": list(r.subjects), "encoders": list(r.encoders)},
+                f"verify identity inference ({name})", r.span))
+        assert gate is not None
+        self.report(p, gate, verifies)
+        return gate
+
+    def report(self, p: ir.Policy, gate: str, verifies: list[str]) -> str:
+        reqs = []
+        for r in p.requirements:
+            threshold = r.threshold * 100 if r.unit == "percent" else r.threshold
+            reqs.append({"name": r.display(), "metric": r.metric, "split": r.split, "op": r.op,
+                         "threshold": round(threshold, 10), "unit": r.unit, "policy": p.name,
+                         "span": f"{r.span.file}:{r.span.line}:{r.span.col}"})
+        return self.add("report", "report.requirements", {"policy": p.name, "requirements": reqs},
+                        [("gate", gate), *[("verify", v) for v in verifies]],
+                        f"requirements ({p.name})", p.name, p.span, Cost())
+
+
+def plan(pf: ir.PolicyFile, capabilities: ModelCapabilities | None = None, *,
+         stdlib: Stdlib | None = None) -> Plan:
+    """The pass graph for a checked policy file on a model (default: the built-in tiny-llava).
+
+    Raises `PlanError` with located diagnostics when the model cannot run the policy.
+    """
+    caps = capabilities or TINY_LLAVA_CAPABILITIES
+    std = stdlib or load_stdlib()
+    if pf.stdlib_version != std.version:
+        raise PlanError(f"{pf.source} was checked against stdlib {pf.stdlib_version}, "
+                        f"but this gatelang ships {std.version}; check it again")
+    b = _Builder(pf, caps, std)
+    for p in pf.policies:
+        b.check(p)
+    if b.diags:
+        raise PlanError(diagnostics=b.diags)
+    prev = None
+    for p in pf.policies:
+        prev = b.policy(p, prev)
+    return Plan(b.g, model=caps, stdlib_version=std.version, stdlib_sha256=std.sha256,
+                source=pf.source, policies=tuple(p.name for p in pf.policies))

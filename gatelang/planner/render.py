@@ -1,0 +1,98 @@
+"""Human and tool renderings of a plan: text for the terminal, Graphviz dot, Mermaid."""
+
+from __future__ import annotations
+
+from gatelang.planner.plan import Plan, PlanNode
+
+
+def _fmt(n: int) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _touches(plan: Plan, node: PlanNode) -> str:
+    p = node.params
+    if node.op.startswith("gate.remap"):
+        return f"{p.get('encoder')} ({len(p.get('subjects', []))} subjects)"
+    layer = p.get("params", {}).get("layer", "auto")
+    where = "auto-selected decoder layer" if layer == "auto" else f"decoder layer {layer}"
+    if node.op == "gate.deactivate":
+        return f"MLP down-projection columns, all {plan.model.num_layers} layers"
+    return f"MLP down-projection of one {where}"
+
+
+def render_text(plan: Plan) -> str:
+    m = plan.model
+    lines = [
+        f"plan for {plan.source} on {m.name} ({m.family}, {m.num_layers} layers, "
+        f"{m.intermediate_size} MLP units/layer); stdlib {plan.stdlib_version}",
+        "",
+    ]
+    width = max((len(n.op) for n in plan.nodes()), default=10)
+    current = object()
+    for node in plan.nodes():
+        if node.policy != current:
+            current = node.policy
+            lines.append(f"policy {node.policy}:" if node.policy else "shared:")
+        parents = plan.parents(node.id)
+        deps = ", ".join(f"{role}={','.join(ids)}" for role, ids in sorted(parents.items()))
+        c = node.cost
+        cost = f"fwd {_fmt(c.forward_passes)} bwd {_fmt(c.backward_passes)} tok {_fmt(c.tokens)}"
+        lines.append(f"  {node.id}  {node.op:<{width}}  {node.label}")
+        lines.append(f"  {'':16}  {'':<{width}}  {cost}" + (f"  <- {deps}" if deps else ""))
+        if node.kind == "gate":
+            lines.append(f"  {'':16}  {'':<{width}}  touches: {_touches(plan, node)}")
+    total = plan.total_cost()
+    lines += [
+        "",
+        f"{len(plan)} nodes, {plan.graph.number_of_edges()} edges; estimated "
+        f"{_fmt(total.forward_passes)} forward and {_fmt(total.backward_passes)} backward "
+        f"passes over {_fmt(total.tokens)} tokens",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_SHAPES = {"data": "note", "probe": "box", "localize": "diamond", "gate": "box3d",
+           "verify": "ellipse", "report": "doubleoctagon"}
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_dot(plan: Plan) -> str:
+    lines = ["digraph plan {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    for node in plan.nodes():
+        label = _escape(f"{node.op}\\n{node.label}")
+        lines.append(f'  "{node.id}" [label="{label}", shape={_SHAPES.get(node.kind, "box")}];')
+    for u, v, role in plan.edges():
+        lines.append(f'  "{u}" -> "{v}" [label="{_escape(role)}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def render_mermaid(plan: Plan) -> str:
+    lines = ["flowchart LR"]
+    for node in plan.nodes():
+        lines.append(f'  n{node.id}["{_mermaid_text(node.op)}<br/>{_mermaid_text(node.label)}"]')
+    for u, v, role in plan.edges():
+        lines.append(f"  n{u} -->|{_mermaid_text(role)}| n{v}")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"text": render_text, "dot": render_dot, "mermaid": render_mermaid,
+             "json": lambda plan: plan.to_json()}
+
+
+def render(plan: Plan, fmt: str = "text") -> str:
+    try:
+        return RENDERERS[fmt](plan)
+    except KeyError:
+        raise ValueError(f"unknown plan format {fmt!r}; use one of {', '.join(RENDERERS)}") \
+            from None
