@@ -48,6 +48,11 @@ register(
     "gatelang.zoo.tiny_llava",
     "LlavaForConditionalGeneration (CLIP vision tower + Llama decoder) trained on the built-in world",
 )
+register(
+    "tiny-clip",
+    "gatelang.zoo.tiny_clip",
+    "CLIPModel (text tower + ViT) trained contrastively on the built-in world's faces and shapes",
+)
 
 
 def names() -> tuple[str, ...]:

@@ -259,7 +259,7 @@ def _subject_names(world: Any) -> list[str]:
     return [s.name for s in world.subjects]
 
 
-def train(
+def fit(
     recipe: TinyClipRecipe = TinyClipRecipe(),
     world: Any = None,
     log: Callable[[str], None] | None = None,
@@ -346,8 +346,8 @@ def _embed_images(model: nn.Module, images: Sequence[Any]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, tokenizer: Any, world: Any = None,
-             variants: Sequence[int] = EVAL_VARIANTS) -> dict[str, float]:
+def quality(model: nn.Module, tokenizer: Any, world: Any = None,
+            variants: Sequence[int] = EVAL_VARIANTS) -> dict[str, float]:
     """Base quality: zero-shot identity (faces over every subject's name) and benign accuracy.
 
     Identity accuracy is per image with the plain "a photo of {name}" prompt, on renderings
@@ -371,7 +371,7 @@ def evaluate(model: nn.Module, tokenizer: Any, world: Any = None,
     for kind, (imgs, answers, classes) in benign_eval_set(world).items():
         t = _embed_texts(model, tokenizer, benign_prompts(kind, classes))
         pred = (_embed_images(model, imgs) @ t.T).argmax(-1).tolist()
-        acc = sum(classes[p] == a for p, a in zip(pred, answers)) / len(answers)
+        acc = sum(classes[p] == a for p, a in zip(pred, answers, strict=True)) / len(answers)
         out[f"benign_{kind}"] = acc
         accs.append(acc)
     out["benign_zero_shot"] = sum(accs) / len(accs)
@@ -431,17 +431,25 @@ def load(path: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-def build(
-    path: str | os.PathLike[str] | None = None,
+REDUCED = TinyClipRecipe(
+    hidden=32, layers=1, heads=2, intermediate=64, projection=32, vocab_size=600, steps=3,
+    faces_per_step=8, benign_per_step=4, benign_renders=1, train_variants=2, warmup=2,
+)
+RECIPES: dict[str, TinyClipRecipe] = {"full": TinyClipRecipe(), "reduced": REDUCED}
+
+
+def train(
     recipe: TinyClipRecipe = TinyClipRecipe(),
-    log: Callable[[str], None] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] | None = print,
+    world: Any = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and save tiny-clip; returns the recipe, metrics and timing."""
+    """Train, evaluate and save tiny-clip (`gatelang zoo build tiny-clip`); returns recipe.json."""
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     start = time.time()
-    model, tokenizer, losses = train(recipe, log=log)
+    model, tokenizer, losses = fit(recipe, world=world, log=log)
     seconds = time.time() - start
-    metrics = evaluate(model, tokenizer)
+    metrics = quality(model, tokenizer, world)
     info = {
         "model": NAME,
         "recipe": asdict(recipe),
@@ -450,5 +458,31 @@ def build(
         "metrics": {k: round(v, 4) for k, v in metrics.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    save(model, tokenizer, path if path is not None else WEIGHTS_DIR, info)
+    save(model, tokenizer, out_dir if out_dir is not None else WEIGHTS_DIR, info)
     return info
+
+
+def evaluate(
+    folder: str | os.PathLike[str] | None = None, max_per_cell: int | None = None
+) -> list[dict[str, Any]]:
+    """Base quality as `gatelang zoo eval` records: identity and benign zero-shot accuracy.
+
+    `max_per_cell` limits the face renderings per subject (all subjects are always scored).
+    """
+    model, tokenizer = load(folder)
+    variants = EVAL_VARIANTS if max_per_cell is None else EVAL_VARIANTS[: max(1, max_per_cell)]
+    q = quality(model, tokenizer, variants=variants)
+    from gatelang.world import load_world
+
+    world = load_world(0)
+    n_faces = len(world.subjects) * len(variants)
+    bench = benign_eval_set(world)
+    return [
+        {"task": "identity", "attribute": "name", "language": "en", "modality": "image",
+         "split": "heldout", "accuracy": round(q["identity_zero_shot"], 4), "n": n_faces},
+        *[
+            {"task": "utility", "attribute": kind, "language": "en", "modality": "image",
+             "split": "all", "accuracy": round(q[f"benign_{kind}"], 4), "n": len(bench[kind][0])}
+            for kind in sorted(bench)
+        ],
+    ]
