@@ -150,8 +150,8 @@ class _Builder:
             tokens *= per_cell_limit or 1
         else:
             n, tokens = self.count.queries(subjects, attributes, languages, modalities, splits)
-        nid = self.add("data", "data.queries", params, [], label, policy, span,
-                       Cost(tokens=tokens))
+        nid = self.add("data", "data.queries", params, [], f"{label} ({n} queries)", policy,
+                       span, Cost(tokens=tokens))
         return nid, n, tokens
 
     # -- checks against the model ----------------------------------------------------------------
@@ -175,6 +175,14 @@ class _Builder:
                         self.diags.append(Diagnostic(
                             "G303", f"model {self.caps.name} has no {enc} encoder to anonymize",
                             rule.span, f"the model's encoders: {have}"))
+        if any(r.split == "unseen_language" for r in policy.requirements):
+            named = {lang for r in policy.refuse_rules() for lang in r.languages}
+            if not [x for x in self.caps.languages if x in self.std.languages and x not in named]:
+                req = next(r for r in policy.requirements if r.split == "unseen_language")
+                self.diags.append(Diagnostic(
+                    "G305", "no unseen language is left to measure on", req.span,
+                    f"the rules name every language {self.caps.name} supports "
+                    f"({', '.join(self.caps.languages)}); drop one from `in` or this requirement"))
         layer = policy.method.params.get("layer")
         if isinstance(layer, int) and not 0 <= layer < self.caps.num_layers:
             self.diags.append(Diagnostic(

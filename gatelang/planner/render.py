@@ -30,20 +30,16 @@ def render_text(plan: Plan) -> str:
         f"{m.intermediate_size} MLP units/layer); stdlib {plan.stdlib_version}",
         "",
     ]
-    width = max((len(n.op) for n in plan.nodes()), default=10)
-    current = object()
-    for node in plan.nodes():
-        if node.policy != current:
-            current = node.policy
-            lines.append(f"policy {node.policy}:" if node.policy else "shared:")
-        parents = plan.parents(node.id)
-        deps = ", ".join(f"{role}={','.join(ids)}" for role, ids in sorted(parents.items()))
-        c = node.cost
-        cost = f"fwd {_fmt(c.forward_passes)} bwd {_fmt(c.backward_passes)} tok {_fmt(c.tokens)}"
-        lines.append(f"  {node.id}  {node.op:<{width}}  {node.label}")
-        lines.append(f"  {'':16}  {'':<{width}}  {cost}" + (f"  <- {deps}" if deps else ""))
-        if node.kind == "gate":
-            lines.append(f"  {'':16}  {'':<{width}}  touches: {_touches(plan, node)}")
+    nodes = plan.nodes()
+    width = max((len(n.op) for n in nodes), default=10)
+    groups = [(name, [n for n in nodes if n.policy == name]) for name in plan.policies]
+    groups.append((None, [n for n in nodes if n.policy not in plan.policies]))
+    for name, members in groups:
+        if not members:
+            continue
+        lines.append(f"policy {name}:" if name else "shared:")
+        for node in members:
+            _node_lines(plan, node, width, lines)
     total = plan.total_cost()
     lines += [
         "",
@@ -52,6 +48,18 @@ def render_text(plan: Plan) -> str:
         f"passes over {_fmt(total.tokens)} tokens",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _node_lines(plan: Plan, node: PlanNode, width: int, lines: list[str]) -> None:
+    parents = plan.parents(node.id)
+    deps = ", ".join(f"{role}={','.join(ids)}" for role, ids in sorted(parents.items()))
+    c = node.cost
+    cost = f"fwd {_fmt(c.forward_passes)} bwd {_fmt(c.backward_passes)} tok {_fmt(c.tokens)}"
+    pad = " " * (2 + 16 + 2 + width + 2)
+    lines.append(f"  {node.id}  {node.op:<{width}}  {node.label}")
+    lines.append(pad + cost + (f"  <- {deps}" if deps else ""))
+    if node.kind == "gate":
+        lines.append(pad + f"touches: {_touches(plan, node)}")
 
 
 _SHAPES = {"data": "note", "probe": "box", "localize": "diamond", "gate": "box3d",
