@@ -164,3 +164,18 @@ def test_cross_lingual_split():
     assert split.specific == {"en": [(2, 5)], "es": [], "zh": [(2, 6)]}
     assert depn.split_cross_lingual(per, min_languages=2).universal == [(1, 2), (1, 3)]
     assert split.union() == [(1, 2), (2, 5), (2, 6)]
+
+
+def test_unit_budget_confines_the_update_to_salient_columns(model):
+    from gatelang.passes.algorithms.neural_gate import select_units
+
+    batch = make_batch(rows=2, benign_rows=1)
+    layer = model.model.layers[1]
+    weight = layer.mlp.down_proj.weight
+    mask, saliency = select_units(model, layer, weight, [batch], None, 4)
+    assert int(mask.sum()) == 4 and saliency.shape == (INTER,)
+    assert saliency[mask].min() >= saliency[~mask].max()
+    assert not weight.requires_grad
+    delta, _ = gated_finetune(model, layer, weight, [batch], None, steps=3, lr=1e-2, col_mask=mask)
+    cols = (delta != 0).any(0)
+    assert torch.equal(cols, mask)

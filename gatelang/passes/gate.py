@@ -15,7 +15,7 @@ import torch
 
 from gatelang.errors import PlanError
 from gatelang.passes.algorithms import depn
-from gatelang.passes.algorithms.neural_gate import gated_finetune
+from gatelang.passes.algorithms.neural_gate import gated_finetune, select_units
 from gatelang.passes.base import (
     WEIGHT_PREFIX,
     NodeSpec,
@@ -55,6 +55,14 @@ def _lr(p: dict[str, Any], ctx: PassContext) -> float:
     return lr
 
 
+def _fraction(value: Any) -> float:
+    """Percent parameters arrive as fractions from the IR (0.01), or as '1%' strings."""
+    if isinstance(value, str):
+        v = value.strip()
+        return float(v[:-1]) / 100 if v.endswith("%") else float(v)
+    return float(value)
+
+
 def refusal_edit(
     ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult], *, method: str, gated: bool
 ) -> PassResult:
@@ -85,6 +93,13 @@ def refusal_edit(
     row_mask = gate if (gate is not None and bool(p.get("gate_rows_only", False))) else None
     upstream = weights_of(inputs)
     pairs = [pair_batch(ctx, ex) for ex in examples]
+    col_mask = None
+    budget = _fraction(p.get("unit_budget", 1.0))
+    if budget < 1.0:
+        k = int(budget * adapter.num_layers * adapter.intermediate_size)
+        with ctx.edited_weights(upstream):
+            col_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
+                                          kl_factor=float(p["kl_factor"]))
     steps = int(p["steps"])
     epochs = int(p.get("epochs", 1))
     bar = ctx.progress(len(pairs) * epochs, f"gate: {method} (layer {layer})")
@@ -92,7 +107,7 @@ def refusal_edit(
         start = weight.detach().clone()
         delta, losses = gated_finetune(
             ctx.model, module, weight, pairs, gate, steps=steps, lr=_lr(p, ctx),
-            kl_factor=float(p["kl_factor"]), epochs=epochs, row_mask=row_mask,
+            kl_factor=float(p["kl_factor"]), epochs=epochs, row_mask=row_mask, col_mask=col_mask,
             on_pair=lambda _k, _loss: bar.update(1),
         )
         new_value = weight.detach().clone()
@@ -115,6 +130,7 @@ def refusal_edit(
             "rows_changed": rows,
             "cols_changed": cols,
             "lr": _lr(p, ctx),
+            "units_selected": None if col_mask is None else int(col_mask.sum()),
         },
         tensors=tensors,
     )

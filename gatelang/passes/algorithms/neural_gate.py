@@ -132,6 +132,7 @@ def gated_finetune(
     epochs: int = 1,
     early_stop: float = 1e-3,
     row_mask: torch.Tensor | None = None,
+    col_mask: torch.Tensor | None = None,
     on_pair: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Fine-tune `weight` (the layer's down_proj) on (sensitive, benign) pairs; returns its delta.
@@ -140,16 +141,21 @@ def gated_finetune(
     h[b, s_b] = where(gate, h, h.detach()), so the subject token's gradient reaches the weight only
     through gated dims while every other token keeps its full gradient (the paper's net update
     (M ⊙ ∇^S L + ∇^{¬S} L)). `row_mask` (bool [out_features]) optionally confines the update to
-    those output rows, which makes the patch as sparse as the gate. Adam(lr, eps 1e-3) is
-    re-created for every pair, as in the published code.
+    those output rows, which makes the patch as sparse as the gate; `col_mask` (bool
+    [in_features]) confines it to those MLP units. Adam(lr, eps 1e-3) is re-created for every
+    pair, as in the published code.
     """
     original = weight.detach().clone()
     flags = freeze(model)
     losses: list[float] = []
     weight.requires_grad_(True)
     handle = None
-    if row_mask is not None:
-        keep = row_mask.to(weight.device, weight.dtype).unsqueeze(1)
+    if row_mask is not None or col_mask is not None:
+        keep = torch.ones_like(weight)
+        if row_mask is not None:
+            keep = keep * row_mask.to(weight.device, weight.dtype).unsqueeze(1)
+        if col_mask is not None:
+            keep = keep * col_mask.to(weight.device, weight.dtype).unsqueeze(0)
         handle = weight.register_hook(lambda g: g * keep)
     try:
         k = 0
@@ -182,3 +188,47 @@ def gated_finetune(
             handle.remove()
         restore_grad(model, flags)
     return (weight.detach() - original), losses
+
+
+def select_units(
+    model: nn.Module,
+    layer: nn.Module,
+    weight: nn.Parameter,
+    pairs: Sequence[TokenBatch],
+    gate: torch.Tensor | None,
+    k: int,
+    *,
+    kl_factor: float = 1.25,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k MLP units (down-projection columns) most salient for the edit objective.
+
+    Saliency of a column = |sum over pairs of the gated gradient| summed over its rows, at the
+    unedited weights (SalUn-style). Returns (bool mask [in_features], saliency [in_features]);
+    ties go to the lower index so the choice is deterministic.
+    """
+    flags = freeze(model)
+    weight.requires_grad_(True)
+    total = torch.zeros_like(weight)
+    try:
+        for pair in pairs:
+            if weight.grad is not None:
+                weight.grad = None
+            if gate is None:
+                logits = forward_logits(model, pair)
+            else:
+                g = gate.to(weight.device)
+                with edit_subject_states(
+                    layer, pair.subject_index, lambda h, g=g: torch.where(g, h, h.detach())
+                ):
+                    logits = forward_logits(model, pair)
+            loss = objective(per_row_nll(logits, pair.labels), pair.benign, kl_factor)
+            (grad,) = torch.autograd.grad(loss, weight)
+            total += grad.detach()
+    finally:
+        restore_grad(model, flags)
+    saliency = total.abs().sum(0).float().cpu()
+    k = max(0, min(k, saliency.numel()))
+    order = sorted(range(saliency.numel()), key=lambda j: (-float(saliency[j]), j))
+    mask = torch.zeros(saliency.numel(), dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask, saliency
