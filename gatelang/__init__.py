@@ -39,8 +39,10 @@ _API: dict[str, str] = {
     "apply": "gatelang.report.api:apply",  # (policy, model, out) -> ApplyResult
     "load_patch": "gatelang.report.api:load_patch",  # (model, patch) -> LoadedModel with patch
     "verify_lock": "gatelang.report.api:verify_lock",  # gate.lock -> VerifyResult (drift)
-    # models, runtime, report: add entries here, e.g.
-    # "load_model": "gatelang.models:load_model",
+    # models and measurement -------------------------------------------------------------------
+    "load_model": "gatelang.models:load_model",  # spec -> LoadedModel (offline)
+    "audit": "gatelang.measure.audit:audit",  # (policy, model) -> AuditReport, no edit
+    # runtime, report: add entries here
 }
 
 __all__ = ["__version__", *_API]
@@ -64,6 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from gatelang.errors import DiagnosticError, GatelangError, PlanError  # noqa: F401
     from gatelang.ir import CheckResult, PolicyFile, check, check_text, load, loads  # noqa: F401
     from gatelang.ir.diff import diff  # noqa: F401
+    from gatelang.measure.audit import audit  # noqa: F401
+    from gatelang.models import load_model  # noqa: F401
     from gatelang.planner import TINY_LLAVA_CAPABILITIES, ModelCapabilities, Plan, plan  # noqa: F401
     from gatelang.planner.api import compile  # noqa: F401
     from gatelang.report.api import apply, load_patch, verify_lock  # noqa: F401

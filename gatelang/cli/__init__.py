@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "gatelang.cli.lang",  # check, fmt, convert, plan, diff, schema
     "gatelang.cli.zoo",  # zoo list, zoo build, zoo eval
     "gatelang.cli.apply",  # apply, patch apply, verify
+    "gatelang.cli.audit",  # audit
 )
 
 
