@@ -56,10 +56,14 @@ class CheckResult:
         )
 
 
-def _hint(valid, got: str | None = None) -> str:
+_ROOT_HINT = ("policies may only read files inside the checked policy's folder "
+              "(or the folder given with --root)")
+
+
+def _hint(valid, got: str | None = None, *, none: str = "nothing is defined") -> str:
     valid = list(valid)
     close = difflib.get_close_matches(got, valid, n=1) if got else []
-    listing = "valid: " + ", ".join(valid) if valid else "nothing is defined"
+    listing = "valid: " + ", ".join(valid) if valid else none
     return (f"did you mean {close[0]!r}? " if close else "") + listing
 
 
@@ -177,7 +181,7 @@ class _Lowerer:
         target = base / rel
         if not self._inside(target):
             self.error("G120", f"{rel!r} is outside the policy's root folder",
-                       item.target.span, f"root folder: {self.root}")
+                       item.target.span, _ROOT_HINT)
             return None
         real = target.resolve()
         if real in self.stack:
@@ -225,7 +229,7 @@ class _Lowerer:
             target = base / rel
             if not self._inside(target):
                 self.error("G120", f"subject file {rel!r} is outside the policy's root folder",
-                           item.file.span, f"root folder: {self.root}")
+                           item.file.span, _ROOT_HINT)
                 return None
             column = item.column.text if item.column else None
             try:
@@ -319,7 +323,7 @@ class _Lowerer:
                 refs.append(ident.text)
             else:
                 self.error("G110", f"undefined subject set {ident.text!r}", ident.span,
-                           _hint(sets, ident.text)
+                           _hint(sets, ident.text, none="no subject sets are defined")
                            + '; quote a person\'s name to name them directly ("Alice Okafor")')
                 ok = False
         return (tuple(dict.fromkeys(members)), tuple(refs)) if ok else None

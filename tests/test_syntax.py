@@ -1,0 +1,147 @@
+"""Parser, YAML loader and formatter: spans, comments, round trips, idempotence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatelang.errors import DiagnosticError
+from gatelang.ir import check, check_text
+from gatelang.syntax import ast
+from gatelang.syntax.format import convert, fmt, format_source, format_text
+from gatelang.syntax.parser import grammar_text, parse_gate
+from gatelang.syntax.source import parse_source
+from gatelang.syntax.yaml_form import parse_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.gate"))
+
+SRC = """gatelang 1
+# leading
+use stdlib.attributes.contact  # trailing
+use stdlib.languages
+subjects protected = ["Alice Okafor",   # first
+  "Chen Moreau"]
+policy p {
+  description "Say \\"no\\"."
+  refuse home_address, phone_number about protected, "Priya Raman" in en, zh via text, image
+  keep other_subjects
+  method neural_gate { sparsity 0.5%  steps 40  layer auto }
+  require {
+    refusal(heldout) >= 95%  # strict
+    # before close
+  }
+}
+"""
+
+
+def test_parse_builds_spans_on_every_node() -> None:
+    f = parse_gate(SRC, "p.gate")
+    assert f.header.version == 1
+    policy = f.items[-1]
+    assert isinstance(policy, ast.Policy)
+    refuse = policy.items[1]
+    assert isinstance(refuse, ast.Refuse)
+    assert [a.text for a in refuse.attributes] == ["home_address", "phone_number"]
+    assert refuse.subjects[1].quoted and refuse.subjects[1].text == "Priya Raman"
+    assert (refuse.span.line, refuse.span.col) == (9, 3)
+    assert refuse.attributes[1].span.col == 24
+    desc = policy.items[0]
+    assert isinstance(desc, ast.Field) and desc.value.text == 'Say "no".'
+    method = policy.items[3]
+    assert isinstance(method, ast.Method)
+    assert [(p.name.text, p.value.kind, p.value.value) for p in method.params] == [
+        ("sparsity", "percent", 0.5), ("steps", "number", 40.0), ("layer", "name", "auto")]
+    assert [c.text for c in f.comments] == ["# leading", "# trailing", "# first", "# strict",
+                                            "# before close"]
+
+
+def test_syntax_error_names_what_was_expected() -> None:
+    with pytest.raises(DiagnosticError) as exc:
+        parse_gate("gatelang 1\npolicy p { refuse a about b in c }\n", "x.gate")
+    d = exc.value.diagnostics[0]
+    assert d.code == "G001" and (d.span.line, d.span.col) == (2, 34)
+    assert "'via'" in (d.hint or "")
+
+
+def test_keywords_are_names_where_no_keyword_fits() -> None:
+    # `policy` is a keyword, but a subject set may still be called `owner` after `about`.
+    f = parse_gate('gatelang 1\nsubjects keep_list = ["A"]\n', "x.gate")
+    assert f.items[0].name.text == "keep_list"
+
+
+def test_yaml_form_loads_to_the_same_tree_shape() -> None:
+    y = parse_yaml(
+        "gatelang: 1\nuse: [stdlib.languages, {file: other.gate}]\n"
+        "subjects:\n  s: [\"Alice Okafor\"]\n  t: {from: people.csv, column: name}\n"
+        "policies:\n  p:\n    rules:\n      - refuse: home_address\n        about: [s, Bob Smith]\n"
+        "        in: [en, no]\n        via: text\n    method: {neural_gate: {steps: 4}}\n",
+        "x.yaml",
+    )
+    use_file = y.items[1]
+    assert isinstance(use_file, ast.Use) and use_file.is_file
+    refuse = y.items[-1].items[0]
+    # A bare word is a set name, anything else a person; `no` stays the string "no".
+    assert [(s.text, s.quoted) for s in refuse.subjects] == [("s", False), ("Bob Smith", True)]
+    assert [lang.text for lang in refuse.languages] == ["en", "no"]
+
+
+def test_yaml_rejects_aliases_and_never_constructs_objects() -> None:
+    with pytest.raises(DiagnosticError) as exc:
+        parse_yaml("gatelang: 1\nsubjects:\n  a: &x [\"A\"]\n  b: *x\n", "x.yaml")
+    assert "aliases" in exc.value.diagnostics[0].message
+    with pytest.raises(DiagnosticError):
+        parse_yaml("gatelang: !!python/object/apply:os.system ['true']\n", "x.yaml")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_canonical_and_formatting_is_idempotent(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert fmt(path) == text
+    once = format_text(SRC, "p.gate")
+    assert format_text(once, "p.gate") == once
+
+
+def test_fmt_keeps_comments_and_meaning() -> None:
+    out = format_text(SRC, "p.gate")
+    for c in ("# leading", "# trailing", "# first", "# strict", "# before close"):
+        assert c in out
+    assert "    # before close\n  }\n" in out
+    a = check_text(SRC, "p.gate").ir
+    b = check_text(out, "p.gate").ir
+    assert a is not None and b is not None
+    assert a.semantic_dump() == b.semantic_dump()
+
+
+def test_long_lists_wrap_one_item_per_line() -> None:
+    names = ", ".join(f'"Person Number {i}"' for i in range(10))
+    out = format_text(f"gatelang 1\nsubjects many = [{names}]\n", "x.gate")
+    assert out.count("\n  \"Person Number") == 10
+    assert format_text(out, "x.gate") == out
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_gate_yaml_round_trip_gives_the_same_ir(path: Path) -> None:
+    original = check(path)
+    assert original.ir is not None, original.render()
+    yaml_text = convert(path, "yaml")
+    as_yaml = check_text(yaml_text, str(path.with_suffix(".yaml")), "yaml", root=path.parent)
+    assert as_yaml.ir is not None, as_yaml.render()
+    assert as_yaml.ir.semantic_dump() == original.ir.semantic_dump()
+    back = format_source(parse_source(yaml_text, "x.yaml"), "gate")
+    assert back == path.read_text(encoding="utf-8")  # comments and layout survive both ways
+
+
+def test_yaml_fmt_is_idempotent() -> None:
+    yaml_text = format_source(parse_source(SRC, "p.gate"), "yaml")
+    again = format_source(parse_source(yaml_text, "p.yaml"), "yaml")
+    assert again == yaml_text
+
+
+def test_grammar_is_package_data_and_in_the_spec() -> None:
+    grammar = grammar_text()
+    assert "start: header item*" in grammar
+    spec = (ROOT / "specs" / "grammar.md").read_text(encoding="utf-8")
+    block = spec.split("```lark\n", 1)[1].split("```", 1)[0]
+    assert block == grammar
