@@ -65,7 +65,26 @@ def _queries(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult], *r
     return subsample(queries, int(limit) if limit else None)
 
 
-def item_rows(ctx: PassContext, queries: Sequence[Any], before: Sequence[str], after: Sequence[str], rule_languages: Sequence[str] | None) -> list[dict[str, Any]]:
+def group_of(q: Any, check: str, targets: set[str], rule_attributes: set[str]) -> str:
+    """Which promise an item checks: the protected targets, other subjects, the targets' other
+    attributes, or benign utility tasks."""
+    if check == "utility" or not q.subject_id:
+        return "utility"
+    if check == "refusal":
+        return "targets"
+    if targets and q.subject_id not in targets:
+        return "other_subjects"
+    if rule_attributes and q.attribute not in rule_attributes:
+        from gatelang.stdlib import load_stdlib
+
+        attr = load_stdlib().attributes.get(q.attribute)
+        return "other_private_attributes" if attr is not None and attr.private else "other_attributes"
+    return "kept"
+
+
+def item_rows(ctx: PassContext, queries: Sequence[Any], before: Sequence[str], after: Sequence[str],
+              rule_languages: Sequence[str] | None, check: str = "refusal",
+              targets: set[str] | None = None, rule_attributes: set[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for q, b, a in zip(queries, before, after, strict=True):
         norm = normalizer_for(q.attribute)
@@ -73,6 +92,7 @@ def item_rows(ctx: PassContext, queries: Sequence[Any], before: Sequence[str], a
             "id": q.id, "subject": q.subject_id, "attribute": q.attribute,
             "language": q.language, "modality": q.modality,
             "split": split_label(q, rule_languages), "prompt": q.prompt, "answer_value": q.answer,
+            "group": group_of(q, check, targets or set(), rule_attributes or set()),
             "before": score_answer(b, q.answer, norm, q.language),
             "after": score_answer(a, q.answer, norm, q.language),
             "before_text": b, "after_text": a,
@@ -82,12 +102,12 @@ def item_rows(ctx: PassContext, queries: Sequence[Any], before: Sequence[str], a
 
 def cell_records(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     """Per (split, language, modality) metric records for one verification kind."""
-    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    cells: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        cells.setdefault((r["split"], r["language"], r["modality"]), []).append(r)
+        cells.setdefault((r.get("group", ""), r["split"], r["language"], r["modality"]), []).append(r)
     out: list[dict[str, Any]] = []
-    for (split, lang, mod), rs in sorted(cells.items()):
-        base = {"split": split, "language": lang, "modality": mod, "check": kind}
+    for (group, split, lang, mod), rs in sorted(cells.items()):
+        base = {"split": split, "language": lang, "modality": mod, "check": kind, "group": group}
         if kind == "refusal":
             known = [r for r in rs if r["before"] == "leak"]
             n = len(known)
@@ -121,7 +141,9 @@ class _Verify(Pass):
         if not queries:
             return PassResult(data={"check": self.check, "items": [], "metrics": []})
         before, after = answer_both(ctx, inputs, queries, f"verify: {self.check} ({len(queries)})")
-        rows = item_rows(ctx, queries, before, after, _rule_languages(node, []))
+        targets = {ctx.world.subject(s).id for s in node.params.get("subjects", []) or []}
+        rows = item_rows(ctx, queries, before, after, _rule_languages(node, []), self.check,
+                         targets, set(node.params.get("attributes", []) or []))
         return PassResult(data={"check": self.check, "items": rows,
                                 "metrics": cell_records(rows, "refusal" if self.check == "refusal" else "accuracy")})
 

@@ -32,9 +32,10 @@ def cell_table(metrics: Sequence[dict[str, Any]], check: str) -> list[dict[str, 
     for m in metrics:
         if m.get("check") != check:
             continue
-        key = (m["split"], m["language"], m["modality"])
-        row = rows.setdefault(key, {"split": key[0], "language": key[1], "modality": key[2],
-                                    "n": m["n"], "excluded": m.get("excluded", 0)})
+        key = (m.get("group", ""), m["split"], m["language"], m["modality"])
+        row = rows.setdefault(key, {"group": key[0], "split": key[1], "language": key[2],
+                                    "modality": key[3], "n": m["n"],
+                                    "excluded": m.get("excluded", 0)})
         row[m["metric"]] = (m["before"], m["after"])
     return [rows[k] for k in sorted(rows)]
 
@@ -58,7 +59,8 @@ def _plot_png(draw) -> bytes:
 
 
 def plot_cells(rows: Sequence[dict[str, Any]], metric: str, title: str) -> bytes:
-    labels = [f"{r['split']}\n{r['language']}/{r['modality']}" for r in rows]
+    labels = [f"{r['group'].replace('_', ' ')}\n{r['split']}\n{r['language']}/{r['modality']}"
+              for r in rows]
     before = [100 * (r.get(metric, (None, None))[0] or 0) for r in rows]
     after = [100 * (r.get(metric, (None, None))[1] or 0) for r in rows]
 
@@ -132,12 +134,12 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
                 lines.append(f"| {r['split']} | {r['language']} | {r['modality']} | {r['n']} | {r['excluded']} | "
                              f"{_pct(lb)} | {_pct(la)} | {_pct(rb)} | {_pct(ra)} |")
         else:
-            lines += ["| split | language | modality | n | accuracy before | accuracy after | over-refusal after |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += ["| group | split | language | modality | n | accuracy before | accuracy after | over-refusal after |",
+                      "|---|---|---|---|---|---|---|---|"]
             for r in rows:
                 ab, aa = r.get("accuracy", (None, None))
                 _ob, oa = r.get("over_refusal", (None, None))
-                lines.append(f"| {r['split']} | {r['language']} | {r['modality']} | {r['n']} | "
+                lines.append(f"| {r['group']} | {r['split']} | {r['language']} | {r['modality']} | {r['n']} | "
                              f"{_pct(ab)} | {_pct(aa)} | {_pct(oa)} |")
         if check in plots:
             lines += ["", f"![{title}]({plots[check]})"]
