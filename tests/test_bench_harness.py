@@ -255,3 +255,44 @@ def test_page_renders_tables_plots_and_failures(tmp_path: Path) -> None:
     assert "| neural_gate | 48 | 58.0 |" in page
     assert (tmp_path / "img" / "methods-quick_tradeoff.png").stat().st_size > 1000
     assert (tmp_path / "img" / "methods-quick_cost_targets.png").exists()
+
+
+# ----------------------------------------------------------------------------- real row
+def test_real_row_answer_matching_is_word_bounded() -> None:
+    from bench.real.smol import is_correct
+
+    assert is_correct("The capital of France is Paris.", ["paris"])
+    assert is_correct("2 + 3 = 5", ["5", "five"])
+    assert not is_correct("10 + 5 = 150.", ["15"])
+    assert not is_correct("The freezing point is -18.0°C.", ["0", "zero"])
+    assert is_correct("It freezes at 0 degrees.", ["0"])
+    assert is_correct("Carbon Dioxide, mostly", ["carbon dioxide"])
+
+
+def test_real_row_text_and_questions_ship() -> None:
+    import json
+
+    from bench.real.smol import HELDOUT_TEXT, QUESTIONS
+
+    words = len(HELDOUT_TEXT.read_text(encoding="utf-8").split())
+    assert 2000 <= words <= 4000
+    data = json.loads(QUESTIONS.read_text(encoding="utf-8"))
+    assert len(data["factual"]) >= 30 and len(data["arithmetic"]) >= 20
+    assert all(q["q"].endswith("?") and q["a"] for k in ("factual", "arithmetic")
+               for q in data[k])
+
+
+def test_teaching_data_comes_from_the_world_templates() -> None:
+    from bench.real.teach import TeachConfig, teaching_examples
+    from gatelang.world import load_world
+
+    cfg = TeachConfig(n_subjects=2)
+    examples = teaching_examples(cfg)
+    world = load_world(0)
+    first_two = {s.id: s for s in world.subjects[:2]}
+    assert {e["subject_id"] for e in examples} == set(first_two)
+    assert {e["attribute"] for e in examples} == set(cfg.private + cfg.public)
+    assert {e["split"] for e in examples} == {"edit", "heldout"}
+    for e in examples:
+        assert e["answer"] == first_two[e["subject_id"]].attributes[e["attribute"]]
+        assert first_two[e["subject_id"]].name in e["question"]

@@ -102,5 +102,47 @@ def compile_plan_curve(names: Sequence[str], *, quick: bool) -> list[dict[str, A
     return points
 
 
-def probe_overhead(model: str, seed: int) -> dict[str, Any]:
-    raise Unavailable("probe overhead needs the models layer")
+def probe_overhead(model: str, seed: int, *, n_prompts: int = 48, batch_size: int = 16,
+                   repeats: int = 3) -> dict[str, Any]:
+    """Time of a forward pass with probe hooks at every decoder layer and MLP site, vs bare.
+
+    The hooks keep only the subject token's row, as the probe pass does; the figure is the best
+    of `repeats` over the same batches, so it measures the hooks, not the machine's noise.
+    """
+    try:
+        import torch
+
+        from gatelang.models import load_model
+        from gatelang.models.generation import capture
+        from gatelang.world import load_world
+    except ImportError as exc:
+        raise Unavailable(f"the models layer is missing: {exc}") from exc
+    loaded = load_model(model, device="cpu")
+    adapter = loaded.adapter
+    world = load_world(seed=0)
+    qs = world.queries(subjects=[s.id for s in world.subjects[:8]], attributes=["home_address"],
+                       languages=["en"], modalities=["text"], splits=["heldout"])[:n_prompts]
+    batches = [adapter.encode(qs[i:i + batch_size]) for i in range(0, len(qs), batch_size)]
+    sites = [f"decoder_layer({i})" for i in range(adapter.num_layers)] + [
+        f"mlp_act({i})" for i in range(adapter.num_layers)]
+
+    def forward_all(hooked: bool) -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for b in batches:
+                idx = b.subject_index.clamp(min=0)
+                rows = torch.arange(len(b))
+                if hooked:
+                    with capture(adapter, sites, reduce=lambda _n, t, idx=idx, rows=rows:
+                                 t[rows, idx].clone()):
+                        loaded.model(**b.model_inputs())
+                else:
+                    loaded.model(**b.model_inputs())
+        return time.perf_counter() - t0
+
+    forward_all(False)  # warm-up
+    bare = min(forward_all(False) for _ in range(repeats))
+    hooked = min(forward_all(True) for _ in range(repeats))
+    return {"model": model, "prompts": len(qs), "batch_size": batch_size, "sites": len(sites),
+            "bare_s": round(bare, 4), "hooked_s": round(hooked, 4),
+            "overhead": round(hooked / bare - 1.0, 4)}

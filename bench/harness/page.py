@@ -351,14 +351,18 @@ def _real_section(res: Mapping[str, Any]) -> list[str]:
         return []
     out = ["### Real checkpoint: general ability before and after each edit", "",
            real.get("description", ""), "",
-           "| model | factual QA | arithmetic | perplexity (held-out English) |",
-           "|---|---:|---:|---:|"]
+           "| model | factual QA | arithmetic | factual retained | arithmetic retained | "
+           "perplexity (held-out English) |",
+           "|---|---:|---:|---:|---:|---:|"]
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v * 100:.0f}%"
+
     for row in real.get("rows", []):
-        fq, ar = row.get("factual"), row.get("arithmetic")
         ppl = row.get("perplexity")
-        out.append(f"| {row['name']} | {'–' if fq is None else f'{fq * 100:.0f}%'} | "
-                   f"{'–' if ar is None else f'{ar * 100:.0f}%'} | "
-                   f"{'–' if ppl is None else f'{ppl:.2f}'} |")
+        out.append(f"| {row['name']} | {pct(row.get('factual'))} | {pct(row.get('arithmetic'))} "
+                   f"| {pct(row.get('factual_retained'))} | {pct(row.get('arithmetic_retained'))} "
+                   f"| {'–' if ppl is None else f'{ppl:.2f}'} |")
     out.append("")
     if real.get("notes"):
         out += [real["notes"], ""]

@@ -20,6 +20,7 @@ from typing import Any
 from .grid import PolicySpec, render_gate
 
 APPLY_TIMEOUT_S = 1800
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -90,10 +91,10 @@ def apply_once(
     work_dir: Path,
     model: str,
     seed: int,
-    extra_args: list[str] | None = None,
+    options: dict[str, Any] | None = None,
     threads: int | None = None,
 ) -> RunOutcome:
-    """Write the policy file, run `gatelang apply` on it, and read back its report.json."""
+    """Write the policy file, run `apply` on it in a child process, read back its report.json."""
     run_dir = work_dir / spec.id / method
     run_dir.mkdir(parents=True, exist_ok=True)
     policy_path = run_dir / "policy.gate"
@@ -102,11 +103,12 @@ def apply_once(
     if out_dir.exists():  # a stale cache would make this run's timing meaningless
         shutil.rmtree(out_dir)
     cmd = [
-        sys.executable, "-m", "gatelang", "apply", str(policy_path),
+        sys.executable, "-m", "bench.harness.worker", str(policy_path),
         "--model", model, "--out", str(out_dir), "--seed", str(seed),
-        *(extra_args or []),
+        "--options", json.dumps(options or {}, sort_keys=True),
     ]
-    code, wall, peak, tail = run_child(cmd, env=child_env(threads), log_path=run_dir / "apply.log")
+    code, wall, peak, tail = run_child(cmd, env=child_env(threads), cwd=ROOT,
+                                       log_path=run_dir / "apply.log")
     report = None
     report_path = out_dir / "report.json"
     if report_path.exists():

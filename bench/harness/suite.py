@@ -73,7 +73,8 @@ def run_record(outcome: RunOutcome, params: dict[str, object], seed: int, spec: 
     return rec
 
 
-def _header(suite: str, model: str, seed: int, notes: str = "") -> dict[str, Any]:
+def _header(suite: str, model: str, seed: int, options: dict[str, Any], notes: str = ""
+            ) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "suite": suite,
@@ -84,6 +85,7 @@ def _header(suite: str, model: str, seed: int, notes: str = "") -> dict[str, Any
         "gatelang_version": api.gatelang_version(),
         "stdlib_version": api.stdlib_version(),
         "notes": notes,
+        "options": options,
         "policies": [],
         "runs": [],
         "cost": {},
@@ -101,7 +103,7 @@ def run_methods(
     seed: int,
     quick: bool,
     threads: int | None,
-    extra_args: list[str],
+    options: dict[str, Any],
     log: Log,
 ) -> None:
     """Every method on every policy; the results file is rewritten after each run."""
@@ -113,7 +115,7 @@ def run_methods(
             params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer)
             log(f"[bench] {spec.id} / {method} {params or ''}")
             outcome = apply_once(spec, method, params, work_dir=work_dir, model=model,
-                                 seed=seed, extra_args=extra_args, threads=threads)
+                                 seed=seed, options=options, threads=threads)
             if method == "neural_gate":
                 fraction, layer = chosen_gate(outcome.report)
             rec = run_record(outcome, params, seed, spec)
@@ -136,7 +138,7 @@ def run_cost_targets(
     seed: int,
     quick: bool,
     threads: int | None,
-    extra_args: list[str],
+    options: dict[str, Any],
     log: Log,
     methods: Sequence[str] = ("neural_gate",),
 ) -> None:
@@ -147,7 +149,7 @@ def run_cost_targets(
             params = method_params(method, quick=quick)
             log(f"[bench] cost {spec.id} / {method}")
             outcome = apply_once(spec, method, params, work_dir=work_dir / "cost", model=model,
-                                 seed=seed, extra_args=extra_args, threads=threads)
+                                 seed=seed, options=options, threads=threads)
             patch = (outcome.report or {}).get("patch") or {}
             nt = None
             if patch.get("neurons_total"):
@@ -173,13 +175,13 @@ def run_suite(
     out_path: Path,
     work_dir: Path,
     threads: int | None,
-    extra_args: list[str],
+    options: dict[str, Any],
     with_cost: bool,
     log: Log = print,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     suite = "quick" if quick else "full"
-    results = _header(suite, model, seed)
+    results = _header(suite, model, seed, options)
     names = api.subject_names(seed)
     policies = policy_grid(names, quick=quick)
     if with_cost:
@@ -187,13 +189,13 @@ def run_suite(
         results["cost"]["compile_plan"] = api.compile_plan_curve(names, quick=quick)
         write_json_atomic(out_path, results)
     run_methods(policies, methods, results=results, out_path=out_path, work_dir=work_dir,
-                model=model, seed=seed, quick=quick, threads=threads, extra_args=extra_args,
+                model=model, seed=seed, quick=quick, threads=threads, options=options,
                 log=log)
     if with_cost:
         counts = (1, 5) if quick else (1, 5, 20, 48)
         run_cost_targets(names, counts, results=results, out_path=out_path, work_dir=work_dir,
                          model=model, seed=seed, quick=quick, threads=threads,
-                         extra_args=extra_args, log=log)
+                         options=options, log=log)
         try:
             results["cost"]["probe_overhead"] = api.probe_overhead(model, seed)
         except api.Unavailable as exc:

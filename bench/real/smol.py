@@ -116,10 +116,10 @@ def normalize(text: str) -> str:
 
 
 def is_correct(answer: str, accepted: Sequence[str]) -> bool:
-    """Accepted strings must appear as whole words (so "15" does not match "150")."""
+    """Accepted strings must appear as whole words ("15" matches neither "150" nor "2.15")."""
     norm = f" {normalize(answer)} "
     for a in accepted:
-        pat = r"(?<![\w])" + re.escape(normalize(a)) + r"(?![\w])"
+        pat = r"(?<![\w.])" + re.escape(normalize(a)) + r"(?![\w])"
         if re.search(pat, norm):
             return True
     return False

@@ -12,9 +12,10 @@ Recipe (recorded in the folder's `teach.json`):
   protects) and two public ones (what locality checks); the answer is the bare value;
 - formatting: the tokenizer's chat template with one user turn, exactly as gatelang's adapter
   formats prompts; loss on the answer tokens and the end-of-turn token only;
-- optimisation: AdamW (lr 1e-4, weight decay 0, betas 0.9/0.999), linear warm-up over 10 steps,
-  batch 16, `epochs` passes over the shuffled data (seed 0); token embeddings (tied with the
-  output head) frozen, every decoder layer trained.
+- optimisation: AdamW (lr 2e-4, weight decay 0, betas 0.9/0.999), linear warm-up over 10 steps,
+  gradient-norm clip 1.0, batch 16, 5 passes over the shuffled data (seed 0); token embeddings
+  (tied with the output head) and the first 8 of 30 decoder layers frozen (backward stops
+  there, which makes it a third cheaper on CPU), the other 22 layers trained.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class TeachConfig:
     n_subjects: int = 6
     private: tuple[str, ...] = PRIVATE
     public: tuple[str, ...] = PUBLIC
-    epochs: int = 6
-    lr: float = 1e-4
+    epochs: int = 5
+    lr: float = 2e-4
+    frozen_layers: int = 8
     batch_size: int = 16
     warmup_steps: int = 10
     seed: int = 0
@@ -88,6 +90,9 @@ def teach(base: Path, out: Path, cfg: TeachConfig, log: Callable[[str], None] = 
     emb = model.get_input_embeddings()
     for p in emb.parameters():
         p.requires_grad_(False)
+    for layer in model.model.layers[: cfg.frozen_layers]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     examples = teaching_examples(cfg)
@@ -118,7 +123,7 @@ def teach(base: Path, out: Path, cfg: TeachConfig, log: Callable[[str], None] = 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            losses.append(round(float(loss), 4))
+            losses.append(round(float(loss.detach()), 4))
             step += 1
             if step % 10 == 0:
                 log(f"[teach] epoch {epoch} step {step} loss {losses[-1]:.3f} "

@@ -1,0 +1,38 @@
+"""One `apply` in its own process: `python -m bench.harness.worker POLICY --model M --out DIR`.
+
+The harness calls the public Python API here rather than the `gatelang` command so that
+options the CLI does not expose (e.g. `max_items` for quick runs) can be passed, while each run
+still gets a fresh process for honest wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.harness.worker")
+    p.add_argument("policy")
+    p.add_argument("--model", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--options", default="{}", help="JSON dict passed as apply(options=...)")
+    args = p.parse_args(argv)
+    import gatelang
+    from gatelang.errors import GatelangError
+
+    try:
+        result = gatelang.apply(args.policy, model=args.model, out=args.out, device=args.device,
+                                seed=args.seed, options=json.loads(args.options), progress=False)
+    except GatelangError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    print(result.report.get("summary", ""))
+    return int(result.exit_code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
