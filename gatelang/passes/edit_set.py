@@ -24,8 +24,15 @@ from gatelang.passes.tensors import TokenBatch
 class EditExample:
     query: Any  # the sensitive world query
     refusal: str
-    benign: Any  # the paired benign world query
-    benign_target: str
+    retain: tuple[tuple[Any, str], ...]  # (benign query, the unedited model's answer) pairs
+
+    @property
+    def benign(self) -> Any:
+        return self.retain[0][0]
+
+    @property
+    def benign_target(self) -> str:
+        return self.retain[0][1]
 
 
 def cut_words(text: str, n: int = 5) -> str:
@@ -41,37 +48,63 @@ def refusal_reply(ctx: PassContext, language: str, index: int = 0) -> str:
     return replies[index % len(replies)]
 
 
-def benign_partners(ctx: PassContext, queries: Sequence[Any]) -> list[Any]:
-    """For each sensitive query, the same-template-slot query about a non-private attribute."""
+def query_by_id(ctx: PassContext, qid: str) -> Any:
+    """A world query from its id (`modality/subject/attribute/language/split/index`)."""
+    mod, subject, attr, lang, split, _idx = qid.split("/")
+    for q in _cell(ctx, subject, attr, lang, mod, split):
+        if q.id == qid:
+            return q
+    raise KeyError(qid)
+
+
+def _cell(ctx: PassContext, subject: str, attr: str, lang: str, mod: str, split: str) -> list[Any]:
+    cache = ctx.__dict__.setdefault("_edit_set_cells", {})
+    key = (subject, attr, lang, mod, split)
+    if key not in cache:
+        cache[key] = ctx.world.queries(subjects=[subject], attributes=[attr], languages=[lang],
+                                       modalities=[mod], splits=[split])
+    return cache[key]
+
+
+def _slot(q: Any, n: int) -> int:
+    tail = q.id.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else n
+
+
+def benign_partners(ctx: PassContext, queries: Sequence[Any], other_subjects: int = 0) -> list[list[Any]]:
+    """For each sensitive query: the same-slot query about one of the subject's non-private
+    attributes (Neural Gate's benign pair), then `other_subjects` same-attribute queries about
+    subjects outside the edit set (the retain rows that keep other people answerable)."""
     public = [a for a in ctx.stdlib.public_attributes() if a in ctx.world.attributes]
-    cache: dict[tuple, list[Any]] = {}
+    targets = {q.subject_id for q in queries}
+    others = [s.id for s in ctx.world.subjects if s.id not in targets]
     out = []
     for n, q in enumerate(queries):
         attr = public[n % len(public)]
-        key = (q.subject_id, attr, q.language, q.modality, q.split)
-        if key not in cache:
-            cache[key] = ctx.world.queries(
-                subjects=[q.subject_id], attributes=[attr], languages=[q.language],
-                modalities=[q.modality], splits=[q.split],
-            )
-        pool = cache[key]
-        if not pool:
-            pool = ctx.world.queries(
-                subjects=[q.subject_id], attributes=[attr], languages=[q.language],
-                modalities=["text"], splits=[q.split],
-            )
-        slot = int(q.id.rsplit("/", 1)[-1]) if q.id.rsplit("/", 1)[-1].isdigit() else n
-        out.append(pool[slot % len(pool)])
+        pool = _cell(ctx, q.subject_id, attr, q.language, q.modality, q.split) or _cell(
+            ctx, q.subject_id, attr, q.language, "text", q.split)
+        row = [pool[_slot(q, n) % len(pool)]]
+        for k in range(other_subjects):
+            if not others:
+                break
+            sid = others[(n * max(1, other_subjects) + k) % len(others)]
+            opool = _cell(ctx, sid, q.attribute, q.language, q.modality, q.split)
+            if opool:
+                row.append(opool[_slot(q, n) % len(opool)])
+        out.append(row)
     return out
 
 
-def build_examples(ctx: PassContext, queries: Sequence[Any], *, reply_index: int = 0) -> list[EditExample]:
-    partners = benign_partners(ctx, queries)
-    answers = generate(ctx.loaded, partners, max_new_tokens=16)
-    return [
-        EditExample(q, refusal_reply(ctx, q.language, reply_index), b, cut_words(a) or b.answer)
-        for q, b, a in zip(queries, partners, answers, strict=True)
-    ]
+def build_examples(ctx: PassContext, queries: Sequence[Any], *, other_subjects: int = 0,
+                   reply_index: int = 0) -> list[EditExample]:
+    partners = benign_partners(ctx, queries, other_subjects)
+    flat = [b for row in partners for b in row]
+    answers = iter(generate(ctx.loaded, flat, max_new_tokens=16))
+    out = []
+    for q, row in zip(queries, partners, strict=True):
+        retain = tuple((b, cut_words(next(answers)) or b.answer) for b in row)
+        out.append(EditExample(q, refusal_reply(ctx, q.language, reply_index), retain))
+    return out
 
 
 def _device(ctx: PassContext) -> tuple[torch.device, torch.dtype]:
@@ -95,27 +128,29 @@ def as_item(q: Any, prefix: str = "{}") -> Item:
 
 
 def mask_batch(ctx: PassContext, ex: EditExample, templates: Sequence[str] = CONTEXT_TEMPLATES) -> TokenBatch:
-    """Neural Gate's mask-learning batch: the query in each context template + its benign pair."""
-    items = [as_item(ex.query, t) for t in templates] + [as_item(ex.benign)]
-    targets = [ex.refusal] * len(templates) + [ex.benign_target]
-    return encode(ctx, items, targets, [False] * len(templates) + [True])
+    """Neural Gate's mask-learning batch: the query in each context template + its retain rows."""
+    items = [as_item(ex.query, t) for t in templates] + [as_item(b) for b, _ in ex.retain]
+    targets = [ex.refusal] * len(templates) + [t for _, t in ex.retain]
+    return encode(ctx, items, targets, [False] * len(templates) + [True] * len(ex.retain))
 
 
 def pair_batch(ctx: PassContext, ex: EditExample) -> TokenBatch:
-    """The fine-tune step's batch: one sensitive prompt and its benign pair."""
-    return encode(ctx, [as_item(ex.query), as_item(ex.benign)], [ex.refusal, ex.benign_target],
-                  [False, True])
+    """The fine-tune step's batch: one sensitive prompt and its retain rows."""
+    items = [as_item(ex.query)] + [as_item(b) for b, _ in ex.retain]
+    targets = [ex.refusal] + [t for _, t in ex.retain]
+    return encode(ctx, items, targets, [False] + [True] * len(ex.retain))
 
 
-def examples_to_json(examples: Sequence[EditExample]) -> list[dict[str, str]]:
-    return [{"query": e.query.id, "refusal": e.refusal, "benign": e.benign.id,
-             "benign_target": e.benign_target} for e in examples]
+def examples_to_json(examples: Sequence[EditExample]) -> list[dict[str, Any]]:
+    return [{"query": e.query.id, "refusal": e.refusal,
+             "retain": [[b.id, t] for b, t in e.retain]} for e in examples]
 
 
-def examples_from_json(ctx: PassContext, rows: Sequence[dict[str, str]], queries: Sequence[Any]) -> list[EditExample]:
+def examples_from_json(ctx: PassContext, rows: Sequence[dict[str, Any]], queries: Sequence[Any]) -> list[EditExample]:
     by_id = {q.id: q for q in queries}
-    partners = benign_partners(ctx, [by_id[r["query"]] for r in rows])
-    return [
-        EditExample(by_id[r["query"]], r["refusal"], b, r["benign_target"])
-        for r, b in zip(rows, partners, strict=True)
-    ]
+    out = []
+    for r in rows:
+        q = by_id.get(r["query"]) or query_by_id(ctx, r["query"])
+        retain = tuple((query_by_id(ctx, bid), t) for bid, t in r["retain"])
+        out.append(EditExample(q, r["refusal"], retain))
+    return out

@@ -74,7 +74,7 @@ def refusal_edit(
     if loc is not None and "examples" in loc.data:
         examples = examples_from_json(ctx, loc.data["examples"], queries)
     else:
-        examples = build_examples(ctx, queries)
+        examples = build_examples(ctx, queries, other_subjects=int(p.get("retain_other_subjects", 0) or 0))
     if loc is not None and "layer" in loc.data:
         layer = int(loc.data["layer"])
     elif str(p.get("layer", "auto")) != "auto":
