@@ -22,7 +22,7 @@ from bench.harness.grid import (  # noqa: E402
 from bench.harness.metrics import classify, summarize, summarize_items  # noqa: E402
 from bench.harness.page import SCHEMA, load_results, render_page, wins_and_losses  # noqa: E402
 from bench.harness.stats import bootstrap_mean, bootstrap_ratio  # noqa: E402
-from bench.harness.suite import chosen_gate  # noqa: E402
+from bench.harness.suite import chosen_gate, pass_seconds  # noqa: E402
 
 NAMES = [f"Person {i:02d}" for i in range(48)]
 
@@ -147,6 +147,7 @@ def test_summarize_items_applies_the_knowable_filter_and_splits_locality() -> No
         _item("locality", "x", "leak", "leak"),  # other subject, protected attribute
         _item("locality", "y", "leak", "refuse"),
         _item("locality", "a", "leak", "leak", attribute="hobby"),  # target, other attribute
+        _item("locality", "a", "leak", "leak", attribute="email", group="other_attributes"),
         _item("utility", "", "leak", "leak", id="u1"),
         _item("utility", "", "leak", "other", id="u2"),
     ]
@@ -160,7 +161,8 @@ def test_summarize_items_applies_the_knowable_filter_and_splits_locality() -> No
     assert after["refusal_unseen_language"]["value"] == pytest.approx(1.0)
     assert after["locality_subjects"]["value"] == pytest.approx(0.5)
     assert after["locality_attributes"]["value"] == pytest.approx(1.0)
-    assert after["over_refusal"]["value"] == pytest.approx(1 / 3)
+    assert after["locality_attributes"]["n"] == 2  # the group field wins over the attribute
+    assert after["over_refusal"]["value"] == pytest.approx(1 / 4)
     assert after["utility"]["value"] == pytest.approx(0.5)
     assert before["utility"]["value"] == pytest.approx(1.0)
 
@@ -205,7 +207,8 @@ def _synthetic_results() -> dict[str, object]:
 
     def run(method: str, refusal: float, loc: float, util: float) -> dict[str, object]:
         return {"policy": policy["id"], "method": method, "exit_code": 0, "wall_s": 12.5,
-                "peak_rss_mb": 900.0, "summary": {
+                "peak_rss_mb": 900.0, "timing": {"model_load": 1.0, "gate": 4.25, "total": 9.0},
+                "summary": {
                     "after": {"refusal_heldout": _est(refusal, refusal - 0.05,
                                                       min(1.0, refusal + 0.05)),
                               "locality_subjects": _est(loc, loc - 0.02, min(1.0, loc + 0.02)),
@@ -253,6 +256,7 @@ def test_page_renders_tables_plots_and_failures(tmp_path: Path) -> None:
     assert "Test CPU, 2 usable cores, 8.0 GiB RAM, no GPU" in page
     assert "## Commentary" in page and "Hand-written words." in page
     assert "| neural_gate | 48 | 58.0 |" in page
+    assert "| `s5-a1-en-text` | finetune | 1.0 | 4.2 | 9.0 | 12.5 | 900 |" in page
     assert (tmp_path / "img" / "methods-quick_tradeoff.png").stat().st_size > 1000
     assert (tmp_path / "img" / "methods-quick_cost_targets.png").exists()
 
@@ -296,3 +300,12 @@ def test_teaching_data_comes_from_the_world_templates() -> None:
     for e in examples:
         assert e["answer"] == first_two[e["subject_id"]].attributes[e["attribute"]]
         assert first_two[e["subject_id"]].name in e["question"]
+
+
+def test_pass_seconds_groups_report_timing_by_pass_family() -> None:
+    timing = {"model_load_s": 2.0, "total_s": 30.0, "passes": [
+        {"op": "probe.activations", "seconds": 3.0}, {"op": "verify.refusal", "seconds": 5.0},
+        {"op": "verify.locality", "seconds": 4.5}, {"op": "gate.neural_gate", "seconds": 7.0}]}
+    assert pass_seconds(timing) == {"model_load": 2.0, "probe": 3.0, "verify": 9.5,
+                                    "gate": 7.0, "total": 30.0}
+    assert pass_seconds(None) == {}

@@ -86,7 +86,7 @@ def classify(cell: Mapping[str, Any]) -> str | None:
         if check == "utility":
             return "utility"
         if check == "locality":
-            return "locality_subjects"  # cells do not separate subjects from attributes
+            return "locality_attributes" if "attribute" in group else "locality_subjects"
         if any(s in tag for s in _LOCALITY_SUBJECT_SPLITS):
             return "locality_subjects"
         if any(s in tag for s in _LOCALITY_ATTRIBUTE_SPLITS):
@@ -188,8 +188,13 @@ def summarize_items(items: Iterable[Mapping[str, Any]], attributes: Iterable[str
             after[leak_key] = _label_rate(rows, "after", "leak", seed).to_json()
             before[leak_key] = _label_rate(rows, "before", "leak", seed).to_json()
     loc = by_check.get("locality", [])
-    for key, rows in (("locality_subjects", [i for i in loc if i.get("attribute") in attrs]),
-                      ("locality_attributes", [i for i in loc if i.get("attribute") not in attrs]),
+
+    def other_attribute(item: Mapping[str, Any]) -> bool:
+        group = _norm(item.get("group"))
+        return "attribute" in group if group else item.get("attribute") not in attrs
+
+    for key, rows in (("locality_subjects", [i for i in loc if not other_attribute(i)]),
+                      ("locality_attributes", [i for i in loc if other_attribute(i)]),
                       ("utility", by_check.get("utility", []))):
         if not rows:
             continue

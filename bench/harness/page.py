@@ -298,11 +298,32 @@ def render_page(results: Sequence[Mapping[str, Any]], img_dir: Path, img_rel: st
                 lines.append(f"- `{r['policy']}` / {r['method']}: exit {r.get('exit_code')}"
                              + (f" — `{err[-1][:200]}`" if err else ""))
             lines.append("")
+        lines += _pass_time_section(res)
         lines += _cost_section(res, img_dir, img_rel, stem)
         lines += _real_section(res)
     if commentary:
         lines += ["## Commentary", "", commentary.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+PASS_FAMILIES = ("model_load", "data", "probe", "localize", "gate", "verify", "report", "total")
+
+
+def _pass_time_section(res: Mapping[str, Any]) -> list[str]:
+    runs = [r for r in res.get("runs", []) if r.get("timing")]
+    if not runs:
+        return []
+    fams = [f for f in PASS_FAMILIES if any(f in r["timing"] for r in runs)]
+    out = ["### Wall time per pass (s) and peak memory", "",
+           "| policy | method | " + " | ".join(f.replace("_", " ") for f in fams)
+           + " | process wall | peak RSS (MiB) |",
+           "|---|---|" + "---:|" * (len(fams) + 2)]
+    for r in runs:
+        cells = [f"{r['timing'][f]:.1f}" if f in r["timing"] else "–" for f in fams]
+        out.append(f"| `{r['policy']}` | {r['method']} | " + " | ".join(cells)
+                   + f" | {r.get('wall_s', 0):.1f} | {r.get('peak_rss_mb', 0):.0f} |")
+    out.append("")
+    return out
 
 
 def _cost_section(res: Mapping[str, Any], img_dir: Path, img_rel: str, stem: str) -> list[str]:

@@ -46,6 +46,21 @@ def chosen_gate(report: dict[str, Any] | None) -> tuple[float | None, int | None
     return fraction, layer
 
 
+def pass_seconds(timing: dict[str, Any] | None) -> dict[str, float]:
+    """Seconds per pass family (probe, localize, gate, verify, ...) plus model load and total."""
+    if not timing:
+        return {}
+    out: dict[str, float] = {}
+    if timing.get("model_load_s") is not None:
+        out["model_load"] = float(timing["model_load_s"])
+    for node in timing.get("passes") or []:
+        family = str(node.get("op", "other")).split(".", 1)[0]
+        out[family] = round(out.get(family, 0.0) + float(node.get("seconds") or 0.0), 3)
+    if timing.get("total_s") is not None:
+        out["total"] = float(timing["total_s"])
+    return out
+
+
 def run_record(outcome: RunOutcome, params: dict[str, object], seed: int, spec: PolicySpec
                ) -> dict[str, Any]:
     rec: dict[str, Any] = {
@@ -62,7 +77,7 @@ def run_record(outcome: RunOutcome, params: dict[str, object], seed: int, spec: 
         items = verified_items(outcome.out_dir)
         rec["summary"] = summarize(rep, items=items, attributes=spec.attributes, seed=seed)
         rec["items"] = len(items)
-        rec["timing"] = rep.get("timing")
+        rec["timing"] = pass_seconds(rep.get("timing"))
         patch = dict(rep.get("patch") or {})
         patch.pop("per_layer", None)
         rec["patch"] = patch
@@ -146,6 +161,15 @@ def run_cost_targets(
     points = results["cost"].setdefault("apply_vs_targets", [])
     for spec in cost_policies(subject_names, counts):
         for method in methods:
+            done = next((r for r in results["runs"] if r["policy"] == spec.id
+                         and r["method"] == method and r.get("summary")), None)
+            if done is not None:  # the grid already ran this exact policy: reuse it
+                nt = (done["summary"]["after"].get("neurons_touched") or {}).get("value")
+                points.append({"method": method, "targets": len(spec.subjects),
+                               "wall_s": done["wall_s"], "peak_rss_mb": done["peak_rss_mb"],
+                               "exit_code": done["exit_code"], "timing": done.get("timing"),
+                               "neurons_touched": nt})
+                continue
             params = method_params(method, quick=quick)
             log(f"[bench] cost {spec.id} / {method}")
             outcome = apply_once(spec, method, params, work_dir=work_dir / "cost", model=model,
@@ -160,7 +184,7 @@ def run_cost_targets(
                 "wall_s": round(outcome.wall_s, 3),
                 "peak_rss_mb": round(outcome.peak_rss_mb, 1),
                 "exit_code": outcome.exit_code,
-                "timing": (outcome.report or {}).get("timing"),
+                "timing": pass_seconds((outcome.report or {}).get("timing")),
                 "neurons_touched": nt,
             })
             write_json_atomic(out_path, results)
