@@ -366,6 +366,10 @@ class _Lowerer:
                 m = self._modalities(it.modalities)
                 if a is None or s is None or langs_ is None or m is None:
                     continue
+                if any(x.text == ALL for x in it.modalities):
+                    # `via all`: every modality some listed attribute has queries for.
+                    m = tuple(x for x in m if x in ("text", "image") or any(
+                        self._has_modality(attr, x) for attr in a))
                 if not self._supports(a, langs_, m, it):
                     continue
                 rules.append(ir.RefuseRule(attributes=a, subjects=s[0], subject_sets=s[1],
@@ -448,6 +452,14 @@ class _Lowerer:
             requirements=requirements, span=item.span,
         )
 
+    def _has_modality(self, attribute: str, modality: str) -> bool:
+        spec = self.std.attributes[attribute]
+        if modality == "document":
+            return bool(spec.document_templates)
+        if modality == "scene":
+            return spec.scene is not None
+        return True
+
     def _supports(self, attrs, langs, modalities, rule: ast.Refuse) -> bool:
         ok = True
         for a in attrs:
@@ -458,13 +470,14 @@ class _Lowerer:
                     self.error("G127", f"attribute {a!r} has no {lang} queries", span,
                                "languages with queries: " + ", ".join(spec.languages))
                     ok = False
-            if "document" in modalities and not all(lang in spec.document_templates
-                                                    for lang in langs):
+            explicit = {x.text for x in rule.modalities}
+            if "document" in explicit and not all(lang in spec.document_templates
+                                                  for lang in langs):
                 have = [n for n, x in self.std.attributes.items() if x.document_templates]
                 self.error("G126", f"attribute {a!r} has no document-image queries", span,
                            "attributes with document queries: " + ", ".join(have))
                 ok = False
-            if "scene" in modalities and spec.scene is None:
+            if "scene" in explicit and spec.scene is None:
                 have = [n for n, x in self.std.attributes.items() if x.scene]
                 self.error("G126", f"attribute {a!r} has no scene-image queries", span,
                            "attributes with scene queries: " + ", ".join(have))

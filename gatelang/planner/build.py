@@ -374,8 +374,7 @@ class _Builder:
         for r in p.requirements:
             threshold = r.threshold * 100 if r.unit == "percent" else r.threshold
             reqs.append({"name": r.display(), "metric": r.metric, "split": r.split, "op": r.op,
-                         "threshold": round(threshold, 10), "unit": r.unit, "policy": p.name,
-                         "span": f"{r.span.file}:{r.span.line}:{r.span.col}"})
+                         "threshold": round(threshold, 10), "unit": r.unit, "policy": p.name})
         return self.add("report", "report.requirements", {"policy": p.name, "requirements": reqs},
                         [("gate", gate), *[("verify", v) for v in verifies]],
                         f"requirements ({p.name})", p.name, p.span, Cost())

@@ -1,0 +1,134 @@
+"""The IR: resolution, defaults, golden IR for the examples, both syntaxes agree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import gatelang
+from gatelang.errors import DiagnosticError
+from gatelang.ir import PolicyFile, RefuseRule, check, load, loads
+from gatelang.stdlib import load_stdlib
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+GOLDEN = Path(__file__).parent / "golden" / "ir"
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> PolicyFile:
+    monkeypatch.chdir(ROOT)  # spans then hold repository-relative paths
+    return load(f"docs/examples/{name}")
+
+
+@pytest.mark.parametrize("name", ["home-address.gate", "layered.gate"])
+def test_golden_ir(name: str, monkeypatch: pytest.MonkeyPatch, update_golden: bool) -> None:
+    ir = _load(name, monkeypatch)
+    text = json.dumps(ir.model_dump(mode="json"), indent=2, sort_keys=True,
+                      ensure_ascii=False) + "\n"
+    golden = GOLDEN / (name + ".json")
+    if update_golden or not golden.exists():
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+    # The golden file is itself valid IR.
+    assert PolicyFile.model_validate_json(golden.read_text(encoding="utf-8")) == ir
+
+
+def test_reference_example_means_what_the_acceptance_runs_expect(monkeypatch) -> None:
+    ir = _load("home-address.gate", monkeypatch)
+    (policy,) = ir.policies
+    (rule,) = policy.rules
+    assert isinstance(rule, RefuseRule)
+    assert rule.attributes == ("home_address", "phone_number")
+    assert rule.languages == ("en", "zh")
+    assert rule.modalities == ("text", "image")
+    assert 2 <= len(rule.subjects) <= 3
+    assert {k.what for k in policy.keep} == {"other_subjects", "other_attributes", "utility"}
+    assert policy.method.name == "neural_gate" and policy.method.overrides == ()
+    assert policy.method.params == {**load_stdlib().methods["neural_gate"].defaults(),
+                                    "gate_threshold": 0.3, "sparsity": 1.0}
+    reqs = {(r.metric, r.split, r.op): r.threshold for r in policy.requirements}
+    assert reqs == {("refusal", "heldout", ">="): 0.95, ("leakage", "heldout", "<="): 0.05,
+                    ("locality", "heldout", ">="): 0.95, ("utility_drop", "all", "<="): 0.02}
+    assert ir.stdlib_version == load_stdlib().version
+
+
+def test_yaml_twin_has_the_same_meaning() -> None:
+    gate = load(EXAMPLES / "home-address.gate")
+    yaml = load(EXAMPLES / "home-address.yaml")
+    assert yaml.syntax == "yaml"
+    assert gate.semantic_dump() == yaml.semantic_dump()
+
+
+def test_imports_and_subject_files_resolve_relative_to_their_file() -> None:
+    ir = load(EXAMPLES / "layered.gate")
+    assert ir.subject_sets["executives"].members == ("Alice Okafor", "Chen Moreau")
+    opted = ir.subject_sets["opted_out"]
+    assert opted.members == ("Priya Raman", "Tomás Herrera", "王秀英")
+    assert opted.source.kind == "file" and opted.source.format == "csv"
+    assert ir.uses[-1].kind == "file" and ir.uses[-1].path == "shared/subjects.gate"
+
+
+def test_method_overrides_are_typed_and_merged() -> None:
+    ir = loads(
+        "gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+        "policy p {\n  refuse email about \"A B\" in all via all\n"
+        "  method neural_gate { sparsity 0.5%  steps 40  layer 2 }\n}\n",
+    )
+    m = ir.policies[0].method
+    assert m.params["sparsity"] == pytest.approx(0.005)
+    assert m.params["steps"] == 40 and isinstance(m.params["steps"], int)
+    assert m.params["layer"] == 2
+    assert m.overrides == ("sparsity", "steps", "layer")
+    rule = ir.policies[0].rules[0]
+    assert rule.languages == ("en", "zh", "es")
+    # `via all` covers the modalities email has queries for (it has no scene queries).
+    assert rule.modalities == ("text", "image", "document")
+
+
+def test_all_attributes_means_private_ones_in_scope() -> None:
+    ir = loads("gatelang 1\nuse stdlib.attributes\nuse stdlib.languages\n"
+               'policy p {\n  refuse all about "A" in en via text\n}\n')
+    attrs = ir.policies[0].rules[0].attributes
+    assert "home_address" in attrs and "employer" not in attrs
+
+
+def test_ir_is_frozen_and_rejects_unknown_fields(monkeypatch) -> None:
+    ir = _load("home-address.gate", monkeypatch)
+    with pytest.raises(ValidationError):
+        ir.policies[0].model_copy(update={}).__class__(**{**ir.policies[0].model_dump(),
+                                                          "surprise": 1})
+    with pytest.raises(ValidationError):
+        ir.policies[0].name = "other"  # type: ignore[misc]
+
+
+def test_load_raises_every_error_at_once() -> None:
+    with pytest.raises(DiagnosticError) as exc:
+        loads("gatelang 1\npolicy p {\n  refuse a about b in c via d\n}\n")
+    codes = [d.code for d in exc.value.diagnostics]
+    assert codes.count("G101") == 1 and "G110" in codes and "G102" in codes and "G103" in codes
+    assert exc.value.exit_code == 2
+
+
+def test_check_never_raises_for_missing_files(tmp_path) -> None:
+    result = check(tmp_path / "nope.gate")
+    assert not result.ok and result.errors[0].code == "G004"
+    result = check(tmp_path)
+    assert not result.ok
+
+
+def test_public_api_is_lazy_and_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, gatelang; gatelang.compile; p = gatelang.compile("
+            f"{str(EXAMPLES / 'home-address.gate')!r}); "
+            "print(len(p), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[0]) > 5 and out[1] == "False"
+    assert callable(gatelang.load) and "load" in dir(gatelang)
+    with pytest.raises(AttributeError):
+        gatelang.no_such_name  # noqa: B018

@@ -1,0 +1,166 @@
+"""The planner: golden plan, sharing, stable ids, composition, capability checks, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from gatelang.errors import DiagnosticError, PlanError
+from gatelang.ir import load, loads
+from gatelang.planner import (
+    OPS,
+    TINY_CLIP_CAPABILITIES,
+    TINY_LLAVA_CAPABILITIES,
+    ModelCapabilities,
+    Plan,
+    plan,
+    render,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.gate"))
+GOLDEN = Path(__file__).parent / "golden" / "plan"
+HEAD = "gatelang 1\nuse stdlib.attributes\nuse stdlib.languages\n"
+
+
+def _caps_for(path: Path) -> ModelCapabilities:
+    return TINY_CLIP_CAPABILITIES if "anonymize" in path.read_text() else TINY_LLAVA_CAPABILITIES
+
+
+def test_golden_plan(monkeypatch: pytest.MonkeyPatch, update_golden: bool) -> None:
+    monkeypatch.chdir(ROOT)
+    p = plan(load("docs/examples/home-address.gate"))
+    text = p.to_json()
+    golden = GOLDEN / "home-address.json"
+    if update_golden or not golden.exists():
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_plans_to_a_valid_dag(path: Path) -> None:
+    p = plan(load(path), _caps_for(path))
+    g = p.graph
+    assert nx.is_directed_acyclic_graph(g) and nx.is_weakly_connected(g)
+    for node in p.nodes():
+        assert node.op in OPS and node.op.split(".")[0] == node.kind
+        json.dumps(node.params)  # params are JSON, nothing else
+    assert len(p.by_kind("report")) == len(p.policies)
+    assert p.total_cost().forward_passes > 0
+    for fmt in ("text", "dot", "mermaid", "json"):
+        assert render(p, fmt)
+
+
+def test_plan_round_trips_through_json_and_detects_edits() -> None:
+    p = plan(load(ROOT / "docs/examples/layered.gate"))
+    text = p.to_json()
+    again = Plan.from_json(text)
+    assert again.to_json() == text
+    data = json.loads(text)
+    assert data["schema_version"] == 1 and data["stdlib_version"]
+    data["nodes"][0]["params"]["languages"] = ["xx"]
+    with pytest.raises(DiagnosticError) as exc:
+        Plan.from_dict(data)
+    assert exc.value.diagnostics[0].code == "G005"
+    with pytest.raises(DiagnosticError):
+        Plan.from_json("{not json")
+
+
+def _policy(threshold: str = "95%", langs: str = "en", extra: str = "") -> str:
+    return HEAD + (
+        'subjects s = ["Alice Okafor", "Chen Moreau"]\n'
+        "policy p {\n"
+        f"  refuse home_address about s in {langs} via text\n"
+        f"  {extra}\n"
+        "  keep other_subjects\n"
+        f"  require {{ refusal(heldout) >= {threshold}  locality >= 90% }}\n"
+        "}\n"
+    )
+
+
+def test_changing_only_a_threshold_changes_only_the_report_node() -> None:
+    a = plan(loads(_policy("95%")))
+    b = plan(loads(_policy("90%")))
+    ids_a = {n.id: n.op for n in a.nodes()}
+    ids_b = {n.id: n.op for n in b.nodes()}
+    changed = {op for nid, op in ids_a.items() if nid not in ids_b}
+    assert changed == {"report.requirements"}
+    assert len(ids_a) == len(ids_b)
+
+
+def test_ids_are_deterministic_and_ignore_layout() -> None:
+    one = plan(loads(_policy()))
+    two = plan(loads("# a comment\n" + _policy().replace("\n", "\n\n")))
+    assert [n.id for n in one.nodes()] == [n.id for n in two.nodes()]
+
+
+def test_rules_about_the_same_people_and_language_share_probe() -> None:
+    src = _policy(extra="refuse phone_number about s in en, zh via text")
+    p = plan(loads(src))
+    probes = p.by_op("probe.activations")
+    # en is probed once for both attributes; zh once for phone_number.
+    assert sorted(tuple(n.params["languages"]) for n in probes) == [("en",), ("zh",)]
+    en = next(n for n in probes if n.params["languages"] == ["en"])
+    assert en.params["attributes"] == ["home_address", "phone_number"]
+
+
+def test_policies_compose_in_file_order() -> None:
+    p = plan(load(ROOT / "docs/examples/layered.gate"))
+    first, second = (n for n in p.by_kind("gate"))
+    assert first.policy == "executives_contact" and second.policy == "opted_out_email"
+    assert p.parents(second.id)["weights"] == [first.id]
+    for v in p.by_kind("verify"):
+        assert p.parents(v.id)["gate"] == [first.id if v.policy == first.policy else second.id]
+
+
+def test_params_carry_what_passes_need() -> None:
+    p = plan(load(ROOT / "docs/examples/home-address.gate"))
+    gate = p.by_op("gate.neural_gate")[0]
+    assert gate.params["method"] == "neural_gate"
+    assert gate.params["params"]["gate_threshold"] == pytest.approx(0.3)
+    assert gate.params["subjects"] == ["Alice Okafor", "Chen Moreau", "王秀英"]
+    assert gate.params["seed"] == "$seed"
+    report = p.by_op("report.requirements")[0]
+    req = {r["name"]: r["threshold"] for r in report.params["requirements"]}
+    assert req["refusal(heldout) >= 95%"] == pytest.approx(95.0)
+    unseen = [n for n in p.by_op("data.queries") if n.params.get("languages") == ["es"]]
+    assert unseen, "the unseen language (es) is verified"
+
+
+def test_costs_grow_with_subjects() -> None:
+    small = plan(loads(_policy()))
+    many = ", ".join(f'"P{i}"' for i in range(20))
+    big = plan(loads(_policy().replace('"Alice Okafor", "Chen Moreau"', many)))
+    assert big.total_cost().forward_passes > small.total_cost().forward_passes
+    edit = small.by_op("data.queries")[0]
+    assert edit.cost.tokens > 0
+
+
+@pytest.mark.parametrize(("src", "caps", "code"), [
+    (_policy(langs="en, zh"), TINY_LLAVA_CAPABILITIES.model_copy(update={"languages": ("en",)}),
+     "G301"),
+    (_policy().replace("via text", "via image"),
+     TINY_LLAVA_CAPABILITIES.model_copy(update={"modalities": ("text",)}), "G302"),
+    (HEAD + 'policy p {\n  anonymize "A" in text encoder\n}\n', TINY_LLAVA_CAPABILITIES, "G303"),
+    (_policy(extra="method neural_gate { layer 9 }"), TINY_LLAVA_CAPABILITIES, "G304"),
+    (_policy(langs="all").replace("refusal(heldout)", "refusal(unseen_language)"),
+     TINY_LLAVA_CAPABILITIES, "G305"),
+])
+def test_capability_errors_are_located(src: str, caps: ModelCapabilities, code: str) -> None:
+    with pytest.raises(PlanError) as exc:
+        plan(loads(src, "p.gate"), caps)
+    d = exc.value.diagnostics[0]
+    assert d.code == code and d.span is not None and d.span.file == "p.gate"
+    assert exc.value.exit_code == 2
+    assert f"error[{code}]" in str(exc.value)
+
+
+def test_anonymize_plans_remap_gates_on_clip() -> None:
+    p = plan(load(ROOT / "docs/examples/anonymize-encoders.gate"), TINY_CLIP_CAPABILITIES)
+    ops = [n.op for n in p.by_kind("gate")]
+    assert ops == ["gate.remap_text", "gate.remap_image"]
+    assert p.by_op("gate.remap_image")[0].params["encoder"] == "image_encoder"
+    assert p.by_op("verify.identity_inference")
