@@ -309,3 +309,48 @@ def test_pass_seconds_groups_report_timing_by_pass_family() -> None:
     assert pass_seconds(timing) == {"model_load": 2.0, "probe": 3.0, "verify": 9.5,
                                     "gate": 7.0, "total": 30.0}
     assert pass_seconds(None) == {}
+
+
+# ----------------------------------------------------------------------------- orchestration
+def test_run_child_measures_the_child_alone(tmp_path: Path) -> None:
+    from bench.harness.runner import run_child
+
+    code = "import sys; b = bytearray(150 * 1024 * 1024); print('ok'); sys.exit(3)"
+    rc, wall, peak, tail = run_child([sys.executable, "-c", code], log_path=tmp_path / "log")
+    assert rc == 3 and wall > 0 and tail.strip() == "ok"
+    assert peak >= 150  # MiB: the child's own high-water mark, not this process's
+
+
+def test_suite_sizes_the_random_gate_from_the_neural_gate_run(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import json
+
+    from bench.harness import suite
+    from bench.harness.runner import RunOutcome
+
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def fake_apply(spec, method, params, *, work_dir, model, seed, options=None, threads=None):
+        calls.append((method, dict(params)))
+        report = {"metrics": [{"metric": "refusal_rate", "split": "heldout", "language": "en",
+                               "modality": "text", "check": "refusal", "before": 0.0,
+                               "after": 0.9, "n": 10}],
+                  "patch": {"neurons_touched": 3, "neurons_total": 300},
+                  "localization": {"layer": 4, "gate dims": "8 of 64"},
+                  "timing": {"model_load_s": 1.0, "total_s": 2.0, "passes": []}}
+        return RunOutcome(spec.id, method, 0, 1.5, 300.0, tmp_path / method, report, "")
+
+    monkeypatch.setattr(suite, "apply_once", fake_apply)
+    out = tmp_path / "r.json"
+    results = {"policies": [], "runs": [], "cost": {}}
+    spec = policy_grid(NAMES, quick=True)
+    suite.run_methods(spec, ["random_gate", "neural_gate", "finetune"], results=results,
+                      out_path=out, work_dir=tmp_path, model="m", seed=0, quick=False,
+                      threads=None, options={}, log=lambda _m: None)
+    assert [c[0] for c in calls] == ["neural_gate", "finetune", "random_gate"]
+    assert dict(calls)["random_gate"] == {"layer": 4, "sparsity": "12.50%"}
+    assert dict(calls)["finetune"] == {"layer": 4}
+    saved = json.loads(out.read_text())
+    assert len(saved["runs"]) == 3
+    assert saved["runs"][0]["summary"]["after"]["refusal_heldout"]["value"] == pytest.approx(0.9)
