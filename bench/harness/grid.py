@@ -20,8 +20,13 @@ COST_TARGET_COUNTS = (1, 5, 20, 48)
 # Method variants in the order they run: neural_gate first, because the random gate is sized
 # from the gate neural_gate actually chose on the same policy. "unedited" is not a run: every
 # report carries the unedited model's numbers as `before`.
-METHODS = ("neural_gate", "finetune", "random_gate", "deactivate", "privacy_neurons")
-ALL_METHODS = ("unedited", *METHODS, "remap")
+METHODS = ("neural_gate", "finetune", "random_gate", "deactivate", "privacy_neurons", "remap")
+ALL_METHODS = ("unedited", *METHODS)
+
+
+def applies_to(method: str, spec: PolicySpec) -> bool:
+    """Encoder remapping edits the vision tower, so it only has something to show with images."""
+    return method != "remap" or "image" in spec.modalities
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,13 @@ def render_gate(spec: PolicySpec, method: str, params: dict[str, object] | None 
     langs = ", ".join(spec.languages)
     mods = ", ".join(spec.modalities)
     subjects = ", ".join(_quote(s) for s in spec.subjects)
+    rule = [f"  refuse {attrs}", "    about targets", f"    in {langs}", f"    via {mods}",
+            "  keep other_subjects, other_attributes, utility"]
+    if method == "remap":
+        # Encoder remapping is a different rule (the vision tower forgets who the face is), so
+        # it only runs on policies that include image queries; it is verified by whether face
+        # queries about the targets still leak their attributes.
+        rule = ["  anonymize targets in image encoder"]
     method_line = f"  method {method}"
     if params:
         body = "  ".join(f"{k} {_format_value(v)}" for k, v in params.items())
@@ -155,11 +167,7 @@ def render_gate(spec: PolicySpec, method: str, params: dict[str, object] | None 
             "",
             f"policy bench_{spec.id.replace('-', '_').replace('+', '_')} {{",
             f"  description {_quote('Benchmark policy ' + spec.id + '.')}",
-            f"  refuse {attrs}",
-            "    about targets",
-            f"    in {langs}",
-            f"    via {mods}",
-            "  keep other_subjects, other_attributes, utility",
+            *rule,
             method_line,
             "}",
             "",
@@ -184,6 +192,10 @@ def method_params(method: str, *, quick: bool, gate_fraction: float | None = Non
     if quick:
         if method in ("neural_gate", "finetune", "random_gate"):
             params["steps"] = 5
+        if method == "neural_gate":
+            params["mask_steps"] = 10
         if method in ("deactivate", "privacy_neurons"):
             params["ig_steps"] = 5
+        if method == "remap":
+            params["steps"] = 60
     return params

@@ -343,6 +343,15 @@ def _cost_section(res: Mapping[str, Any], img_dir: Path, img_rel: str, stem: str
         if plot_cost(targets, "targets", ["wall_s"], "target subjects", "apply wall time, s",
                      "apply cost vs targets", img_dir / f"{stem}_cost_targets.png"):
             out += [f"![cost vs targets]({img_rel}/{stem}_cost_targets.png)", ""]
+    sizes = {p["id"]: p.get("size") for p in res.get("policies", [])}
+    by_size = [{"method": r["method"], "cells": sizes.get(r["policy"]), "wall_s": r["wall_s"]}
+               for r in res.get("runs", []) if r.get("summary") and sizes.get(r["policy"])]
+    if len({p["cells"] for p in by_size}) > 1 and plot_cost(
+            by_size, "cells", ["wall_s"], "policy cells (subjects × attributes × languages × "
+            "modalities)", "apply wall time, s", "apply cost vs policy size",
+            img_dir / f"{stem}_cost_size.png"):
+        out += ["### Cost of `apply` vs policy size", "",
+                f"![apply cost vs policy size]({img_rel}/{stem}_cost_size.png)", ""]
     compile_pts = cost.get("compile_plan") or []
     if compile_pts:
         out += ["### Compile + plan time vs policy size", "",

@@ -136,6 +136,7 @@ def verified_items(out_dir: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError, AttributeError):
             continue
         check = data.get("check") if isinstance(data, dict) else None
-        if check in ("refusal", "locality", "utility") and isinstance(data.get("items"), list):
+        if check in ("refusal", "locality", "utility", "identification") and isinstance(
+                data.get("items"), list):
             rows += [{**it, "check": check} for it in data["items"] if isinstance(it, dict)]
     return rows

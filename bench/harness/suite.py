@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .grid import METHODS, PolicySpec, cost_policies, method_params, policy_grid
+from .grid import METHODS, PolicySpec, applies_to, cost_policies, method_params, policy_grid
 from .machine import describe_machine
 from .metrics import summarize
 from .page import SCHEMA
@@ -126,7 +126,7 @@ def run_methods(
     for spec in policies:
         results["policies"].append(spec.to_json())
         fraction = layer = None
-        for method in [m for m in METHODS if m in methods]:
+        for method in [m for m in METHODS if m in methods and applies_to(m, spec)]:
             params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer)
             log(f"[bench] {spec.id} / {method} {params or ''}")
             outcome = apply_once(spec, method, params, work_dir=work_dir, model=model,
