@@ -111,3 +111,30 @@ def test_invalid_policy_is_a_diagnostic(tmp_path):
     bad.write_text("gatelang 1\npolicy p { refuse shoe_size about x in en via text }\n")
     with pytest.raises(DiagnosticError):
         apply(bad, model="unused", out=tmp_path / "o")
+
+
+def _cli(argv: list[str]) -> int:
+    import argparse
+
+    from gatelang.cli import apply as cli
+
+    parser = argparse.ArgumentParser(prog="gatelang")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_cli_patch_apply_and_verify(setup, tmp_path, capsys):
+    root, res = setup
+    assert _cli(["patch", "apply", "--model", str(root / "model"), "--patch", str(res.patch_path),
+                 "--allow-rejected", "--out", str(tmp_path / "patched"), "--device", "cpu"]) == 0
+    patched = load_model(str(tmp_path / "patched"), device="cpu")
+    name = "model.language_model.layers.1.mlp.down_proj.weight"
+    want = load_patch(str(root / "model"), res.patch_path, device="cpu", allow_rejected=True)
+    assert torch.equal(dict(patched.model.named_parameters())[name],
+                       dict(want.model.named_parameters())[name])
+    capsys.readouterr()
+    code = _cli(["verify", "--lock", str(root / "out" / "gate.lock"), "--device", "cpu", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == EXIT_REQUIREMENT  # the locked patch was rejected
+    assert doc["drift"] == [] and doc["passed"] is False
