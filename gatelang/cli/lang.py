@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "location. Directories are searched for .gate and gatelang YAML files.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--root", help="folder that `use` and subject files may not leave "
-                   "(default: each policy's folder)")
+                   "(default: the folder given on the command line, else each policy's folder)")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.add_argument("--format", choices=("text", "json"), default="text", dest="output")
     p.set_defaults(func=cmd_check)
@@ -107,7 +107,12 @@ def _is_yaml_policy(path: Path) -> bool:
 
 def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given, and policy files found under directories (sorted, hidden skipped)."""
-    out: list[Path] = []
+    return [f for f, _root in _expand(paths)]
+
+
+def _expand(paths: list[str]) -> list[tuple[Path, Path | None]]:
+    """(file, root): a folder given on the command line is the root of the files in it."""
+    out: list[tuple[Path, Path | None]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -115,9 +120,9 @@ def expand_paths(paths: list[str]) -> list[Path]:
                 if any(part.startswith(".") for part in f.relative_to(p).parts):
                     continue
                 if f.suffix == ".gate" or (f.suffix in (".yaml", ".yml") and _is_yaml_policy(f)):
-                    out.append(f)
+                    out.append((f, p))
         else:
-            out.append(p)
+            out.append((p, None))
     return out
 
 
@@ -132,14 +137,14 @@ def _print_diags(diags: list[Diagnostic], sources: dict[str, str]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from gatelang.ir import check
 
-    files = expand_paths(args.paths)
+    files = _expand(args.paths)
     if not files:
         print("error: no policy files found", file=sys.stderr)
         return EXIT_INVALID
     errors = warnings = 0
     report = []
-    for f in files:
-        result = check(f, root=args.root)
+    for f, folder in files:
+        result = check(f, root=args.root or folder)
         errors += len(result.errors)
         warnings += len(result.warnings)
         if args.output == "json":

@@ -611,6 +611,12 @@ class _Lowerer:
                 ok = False
                 continue
             v = r.value
+            if v.kind not in ("number", "percent"):
+                self.error("G116", f"threshold {v.raw} is not a number", v.span,
+                           f"write e.g. {name} {r.op} 95%" if metric.unit == "percent"
+                           else f"write e.g. {name} {r.op} 0.5")
+                ok = False
+                continue
             if metric.unit == "percent":
                 if v.kind != "percent":
                     self.error("G116", f"{name} is a percentage; {v.raw} has no unit", v.span,
