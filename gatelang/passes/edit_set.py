@@ -72,10 +72,12 @@ def _slot(q: Any, n: int) -> int:
 
 
 def benign_partners(ctx: PassContext, queries: Sequence[Any], other_subjects: int = 0) -> list[list[Any]]:
-    """For each sensitive query: the same-slot query about one of the subject's non-private
-    attributes (Neural Gate's benign pair), then `other_subjects` same-attribute queries about
+    """For each sensitive query: the same-slot query about one of the subject's attributes that
+    the rule does not protect (Neural Gate's benign pair), then `other_subjects` same-attribute queries about
     subjects outside the edit set (the retain rows that keep other people answerable)."""
-    public = [a for a in ctx.stdlib.public_attributes() if a in ctx.world.attributes]
+    edited = {q.attribute for q in queries}
+    public = [a for a in ctx.world.attributes if a not in edited] or [
+        a for a in ctx.stdlib.public_attributes() if a in ctx.world.attributes]
     targets = {q.subject_id for q in queries}
     others = [s.id for s in ctx.world.subjects if s.id not in targets]
     out = []
