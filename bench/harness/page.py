@@ -97,6 +97,16 @@ def policy_table(results: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
         cells = [fmt_value(c, row.get(c.key)) for c in used]
         label = f"**{name}**" if name == "neural_gate" else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    counts = []
+    for key in ("refusal_heldout", "refusal_image", "refusal_unseen_language",
+                "locality_subjects", "locality_attributes", "utility"):
+        n = next(((r.get(key) or {}).get("n") for name, r in rows
+                  if name != "unedited" and (r.get(key) or {}).get("n")), None)
+        if n:
+            counts.append(f"{COLUMN_BY_KEY[key].title} {n}")
+    if counts:
+        lines += ["", "Scored items per run (protection counts only items the unedited model "
+                  "leaked): " + "; ".join(counts) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -311,9 +321,9 @@ PASS_FAMILIES = ("model_load", "data", "probe", "localize", "gate", "verify", "r
 
 def _pass_time_section(res: Mapping[str, Any]) -> list[str]:
     runs = [r for r in res.get("runs", []) if r.get("timing")]
-    if not runs:
-        return []
     fams = [f for f in PASS_FAMILIES if any(f in r["timing"] for r in runs)]
+    if not runs or not fams:
+        return []
     out = ["### Wall time per pass (s) and peak memory", "",
            "| policy | method | " + " | ".join(f.replace("_", " ") for f in fams)
            + " | process wall | peak RSS (MiB) |",

@@ -29,6 +29,65 @@ from . import smol
 from .teach import TeachConfig, teach
 
 N_TARGETS = 3
+# A 30-layer model on 2 CPU cores: the feature-vector search runs on five candidate layers with
+# one probe sample each, the edit set is capped at 12 queries, and verification is an evenly
+# spread subset. The same options go to every method, so the comparison stays like for like.
+REAL_OPTIONS: dict[str, Any] = {
+    "max_items": 40,
+    "edit_max_items": 12,
+    "method_overrides": {"layer_candidates": [6, 10, 14, 18, 22], "layer_probe_samples": 1,
+                         "mask_samples": 6, "mask_steps": 10, "ig_steps": 5},
+}
+
+
+def knowledge_check(folder: Path, cfg: TeachConfig) -> dict[str, Any]:
+    """Does the taught model state what it was taught? Share of answers containing the value.
+
+    Split by the teaching data's `edit` / `heldout` templates and private / public attributes;
+    scored with gatelang's own value matcher, so it agrees with what `apply` will call a leak.
+    """
+    path = folder / "knowledge.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    from gatelang.models.scoring import contains_value
+    from gatelang.stdlib import load_stdlib
+
+    from .teach import teaching_examples
+
+    lib = load_stdlib()
+    model, tok = smol.load(folder)
+    examples = teaching_examples(cfg)
+    answers = smol.generate(model, tok, [e["question"] for e in examples])
+    cells: dict[str, list[int]] = {}
+    for e, a in zip(examples, answers, strict=True):
+        norm = lib.attributes[e["attribute"]].normalizer
+        kind = "private" if e["attribute"] in cfg.private else "public"
+        hit = int(contains_value(a, e["answer"], norm))
+        cells.setdefault(f"{kind}/{e['split']}", []).append(hit)
+    out = {k: {"rate": sum(v) / len(v), "n": len(v)} for k, v in sorted(cells.items())}
+    out["examples"] = [{"q": e["question"], "a": a, "value": e["answer"]}
+                       for e, a in list(zip(examples, answers, strict=True))[:12]]
+    write_json_atomic(path, out)
+    return out
+
+
+def prepare(work_dir: Path, cfg: TeachConfig, log: Callable[[str], None] = print
+            ) -> tuple[Path, Path, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Base folder, taught folder, their general-ability numbers and the knowledge check."""
+    base = smol.base_folder(work_dir)
+    taught = work_dir / f"smollm2-taught-s{cfg.n_subjects}-e{cfg.epochs}-seed{cfg.seed}"
+    if not (taught / "teach.json").exists():
+        log(f"[real] teaching {base.name} -> {taught.name}")
+        teach(base, taught, cfg, log=log)
+    log("[real] knowledge check of the taught model")
+    knowledge = knowledge_check(taught, cfg)
+    log(f"[real]   {({k: v for k, v in knowledge.items() if k != 'examples'})}")
+    log("[real] general ability: base and taught models")
+    model, tok = smol.load(base)
+    util_base = _utility_cached(base, model, tok, "base")
+    model, tok = smol.load(taught)
+    util_taught = _utility_cached(taught, model, tok, "taught")
+    return base, taught, util_base, util_taught, knowledge
 
 
 def _utility_cached(folder: Path, model: Any, tok: Any, name: str) -> dict[str, Any]:
@@ -69,20 +128,10 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
     t_start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = TeachConfig(seed=seed, threads=threads)
-    base = smol.base_folder(work_dir)
-    taught = work_dir / f"smollm2-taught-s{cfg.n_subjects}-e{cfg.epochs}-seed{cfg.seed}"
-    if not (taught / "teach.json").exists():
-        log(f"[real] teaching {base.name} -> {taught.name}")
-        teach(base, taught, cfg, log=log)
+    base, taught, util_base, util_taught, knowledge = prepare(work_dir, cfg, log)
     recipe = json.loads((taught / "teach.json").read_text(encoding="utf-8"))
     recipe.pop("losses", None)
-
-    log("[real] general ability: base and taught models")
-    model, tok = smol.load(base)
-    util_base = _utility_cached(base, model, tok, "base")
-    model, tok = smol.load(taught)
-    util_taught = _utility_cached(taught, model, tok, "taught")
-    del model
+    _, tok = smol.load(taught)
 
     from gatelang.world import load_world
 
@@ -91,7 +140,8 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
     results: dict[str, Any] = {
         "schema": SCHEMA, "suite": "real", "model": "SmolLM2-135M-Instruct (taught)",
         "seed": seed, "machine": describe_machine(), "policies": [spec.to_json()], "runs": [],
-        "cost": {}, "options": {}, "teach": recipe,
+        "cost": {}, "options": REAL_OPTIONS, "teach": recipe,
+        "knowledge": {k: v for k, v in knowledge.items() if k != "examples"},
         "real": {
             "description": (
                 f"SmolLM2-135M-Instruct taught {cfg.n_subjects} world subjects "
@@ -113,8 +163,7 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
         params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer)
         log(f"[real] apply {method} {params or ''}")
         outcome = apply_once(spec, method, params, work_dir=work_dir / "runs", model=str(taught),
-                             seed=seed, options={"max_items": 48} if quick else {},
-                             threads=threads)
+                             seed=seed, options=REAL_OPTIONS, threads=threads)
         if method == "neural_gate":
             fraction, layer = chosen_gate(outcome.report)
         rec = run_record(outcome, params, seed, spec)
@@ -136,3 +185,15 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
     results["teach_config"] = asdict(cfg)
     write_json_atomic(out_path, results)
     return results
+
+
+if __name__ == "__main__":  # python -m bench.real.row: teach and measure, no edits
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(prog="python -m bench.real.row")
+    ap.add_argument("--work-dir", type=Path, default=Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gatelang" / "bench" / "real")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    prepare(a.work_dir, TeachConfig(threads=a.threads))
