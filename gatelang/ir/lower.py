@@ -697,6 +697,8 @@ class _Lowerer:
         return None
 
     def _contradictions(self, policies: list[ir.Policy]) -> None:
+        if not any(p.keep_rules() for p in policies):
+            return
         refused: dict[tuple[str, str], ir.RefuseRule] = {}
         for p in policies:
             for r in p.refuse_rules():

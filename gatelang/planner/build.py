@@ -15,6 +15,7 @@ requirement thresholds in `report.requirements` are in the metric's display unit
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import networkx as nx
@@ -42,6 +43,11 @@ _GATE = {
     "privacy_neurons": "gate.deactivate",
 }
 _EXCLUDED_FROM_LOCALITY = ("attributes.credentials",)  # answered with a refusal by habit
+
+
+@lru_cache(maxsize=1024)
+def _name_bytes(names: tuple[str, ...]) -> tuple[int, int]:
+    return len(names), sum(len(s.encode()) for s in names)
 
 
 class _Counter:
@@ -78,8 +84,7 @@ class _Counter:
         if isinstance(subjects, int):
             n_subjects, name_bytes = subjects, subjects * 12
         else:
-            names = list(subjects)
-            n_subjects, name_bytes = len(names), sum(len(s.encode()) for s in names)
+            n_subjects, name_bytes = _name_bytes(tuple(subjects))
         count = tokens = 0
         for a in attributes:
             for lang in languages:

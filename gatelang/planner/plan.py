@@ -80,6 +80,7 @@ _BIG = 64  # lists longer than this are hashed once and referenced by digest
 
 @lru_cache(maxsize=4096)
 def _digest_tuple(items: tuple) -> str:
+    # Only reached for long lists; the key is the tuple itself, so equal lists hash once.
     return "sha256:" + hashlib.sha256(
         json.dumps(list(items), ensure_ascii=False, separators=(",", ":")).encode()
     ).hexdigest()
@@ -94,8 +95,11 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if len(value) > _BIG and all(isinstance(v, str) for v in value):
-            return _digest_tuple(tuple(value))
+        if len(value) > _BIG:
+            try:
+                return _digest_tuple(tuple(value))
+            except TypeError:  # unhashable items (dicts): hash them in place
+                pass
         return [_canonical(v) for v in value]
     return value
 

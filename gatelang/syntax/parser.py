@@ -116,7 +116,8 @@ class _Builder(Transformer):
         ), kept
 
     def _tok_span(self, tok: Token) -> Span:
-        return Span(
+        # Positions come from the lexer and are valid by construction: skip validation.
+        return Span.model_construct(
             file=self.file,
             line=tok.line,
             col=tok.column,
