@@ -261,6 +261,7 @@ def test_page_renders_tables_plots_and_failures(tmp_path: Path) -> None:
     assert "privacy_neurons (failed)" in page and "out of memory" in page
     assert "Test CPU, 2 usable cores, 8.0 GiB RAM, no GPU" in page
     assert "## Commentary" in page and "Hand-written words." in page
+    assert "- **finetune**: The same objective as neural_gate" in page  # from the presets
     assert "| neural_gate | 48 | 58.0 |" in page
     assert "| `s5-a1-en-text` | finetune | 1.0 | 4.2 | 9.0 | 12.5 | 900 |" in page
     assert (tmp_path / "img" / "methods-quick_tradeoff.png").stat().st_size > 1000

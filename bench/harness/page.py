@@ -278,6 +278,7 @@ def render_page(results: Sequence[Mapping[str, Any]], img_dir: Path, img_rel: st
         "the unedited model; *neurons touched* is the patch's share of the model's MLP units.",
         "",
     ]
+    lines += _methods_legend()
     for res in results:
         kind = res.get("suite", "?")
         lines += [f"## Suite `{kind}` ({res.get('_file', '')})", ""]
@@ -333,6 +334,26 @@ def _pass_time_section(res: Mapping[str, Any]) -> list[str]:
         out.append(f"| `{r['policy']}` | {r['method']} | " + " | ".join(cells)
                    + f" | {r.get('wall_s', 0):.1f} | {r.get('peak_rss_mb', 0):.0f} |")
     out.append("")
+    return out
+
+
+def _methods_legend() -> list[str]:
+    """What each row is, from the stdlib presets the runs used (so the page cannot drift)."""
+    try:
+        from gatelang.stdlib import load_stdlib
+
+        presets = load_stdlib().methods
+    except ImportError:  # pragma: no cover
+        return []
+    out = ["## Methods", "", "- **unedited**: the model before any edit (every report's "
+           "`before` numbers)."]
+    for m in ALL_METHODS:
+        if m in presets:
+            out.append(f"- **{m}**: {' '.join(presets[m].description.split())}")
+    out += ["", "The random gate is given the layer and the gate size neural_gate chose on the "
+            "same policy, and finetune the same layer, so they isolate *where* the gate is and "
+            "*whether* there is one. Encoder remapping runs only on the policy with image "
+            "queries (it edits the vision tower, not the decoder).", ""]
     return out
 
 
