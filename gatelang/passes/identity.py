@@ -122,7 +122,7 @@ def encode_texts(
 ) -> torch.Tensor:
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True,
+        enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, padding_side="right",
                         return_tensors="pt")
         out.append(clip_text_embed(model, {"input_ids": enc["input_ids"],
                                            "attention_mask": enc["attention_mask"]}).float())
@@ -167,3 +167,177 @@ def identity_inference(
     finally:
         model.train(was_training)
     return idia_from_embeddings(image_embeds, name_embeds, ids, min_correct)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan pass.
+
+from gatelang.passes.base import (  # noqa: E402
+    NodeSpec,
+    Pass,
+    PassContext,
+    PassResult,
+    register,
+    weights_of,
+)
+from gatelang.passes.remap import (  # noqa: E402
+    IDENTITY_VARIANTS,
+    benign_captions,
+    benign_images,
+    pixel_fn,
+    subjects_of,
+)
+
+
+def _label(identified: bool) -> str:
+    return "identified" if identified else "anonymous"
+
+
+def _record(metric: str, group: str, n: int, before: float | None, after: float | None,
+            modality: str = "image") -> dict[str, Any]:
+    return {"split": "heldout", "language": "en", "modality": modality, "check": "identification",
+            "group": group, "metric": metric, "n": n, "excluded": 0,
+            "before": None if before is None else round(float(before), 6),
+            "after": None if after is None else round(float(after), 6)}
+
+
+@torch.no_grad()
+def benign_accuracy(model: nn.Module, tokenizer: Any, pixels: Callable[[Sequence[Any]], torch.Tensor],
+                    world: Any) -> float:
+    """Mean zero-shot accuracy on the world's colour and shape images (utility of an encoder)."""
+    from gatelang.zoo.tiny_clip import benign_eval_set, benign_prompts
+
+    accs = []
+    for kind, (imgs, answers, classes) in sorted(benign_eval_set(world).items()):
+        text = encode_texts(model, tokenizer, benign_prompts(kind, classes))
+        labels = [classes.index(a) for a in answers]
+        accs.append(zero_shot_accuracy(encode_images(model, pixels, imgs), text, labels))
+    return sum(accs) / len(accs)
+
+
+def clip_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torch.Tensor]) -> PassResult:
+    """IDIA before and after on a CLIP-style model, plus benign accuracy and embedding drift."""
+    world = ctx.world
+    targets = {s.id for s in subjects_of(ctx, node)}
+    n_img = int(ctx.options.get("identity_images", len(IDENTITY_VARIANTS)))
+    variants = IDENTITY_VARIANTS[: max(1, n_img)]
+    faces = {s.id: [world.face(s.id, v) for v in variants] for s in world.subjects}
+    candidates = {s.id: s.name for s in world.subjects}
+    model, tok, pixels = ctx.model, ctx.loaded.tokenizer, pixel_fn(ctx.loaded)
+    others = [s for s in world.subjects if s.id not in targets]
+    clean_text = [t.format(s.name) for s in others for t in IDIA_TEMPLATES[:2]]
+    clean_text += benign_captions(world)
+    clean_imgs = [world.face(s.id, variants[0]) for s in others] + benign_images(world)
+
+    def measure() -> tuple[IdentityInferenceResult, float, torch.Tensor, torch.Tensor]:
+        res = identity_inference(model, tok, pixels, faces, candidates)
+        return (res, benign_accuracy(model, tok, pixels, world),
+                encode_texts(model, tok, clean_text), encode_images(model, pixels, clean_imgs))
+
+    bar = ctx.progress(2, node.label or node.op)
+    before, benign_b, text_b, img_b = measure()
+    bar.update(1)
+    with ctx.edited_weights(weights):
+        after, benign_a, text_a, img_a = measure()
+    bar.update(1)
+    bar.close()
+    from gatelang.passes.remap import embedding_drift
+
+    items = [
+        {"id": f"identity/{sid}", "subject": sid, "attribute": "identity", "language": "en",
+         "modality": "image", "split": "heldout", "group": "target",
+         "prompt": f"identity inference over {len(candidates)} names, {len(IDIA_TEMPLATES)} templates",
+         "answer_value": candidates[sid],
+         "before": _label(before.identified[sid]), "after": _label(after.identified[sid]),
+         "before_text": ", ".join(before.votes[sid]), "after_text": ", ".join(after.votes[sid])}
+        for sid in sorted(targets)
+    ]
+    other_ids = [s.id for s in others]
+    metrics = [
+        _record("identification_rate", "target", len(targets), before.rate(sorted(targets)),
+                after.rate(sorted(targets))),
+        _record("identification_rate", "other", len(other_ids),
+                before.rate(other_ids) if other_ids else None,
+                after.rate(other_ids) if other_ids else None),
+        _record("benign_zero_shot", "utility", len(clean_imgs) - len(others), benign_b, benign_a),
+        _record("embedding_cosine", "clean_text", len(clean_text), 1.0,
+                embedding_drift(text_b, text_a), modality="text"),
+        _record("embedding_cosine", "clean_image", len(clean_imgs), 1.0,
+                embedding_drift(img_b, img_a)),
+    ]
+    return PassResult(data={"check": "identification", "items": items, "metrics": metrics,
+                            "attack": {"before": before.to_json(), "after": after.to_json()}})
+
+
+def vlm_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torch.Tensor]) -> PassResult:
+    """For a VLM whose vision tower was remapped: do face-image queries still reveal who it is?
+
+    A target counts as identified on a query when the answer leaks the target's private value
+    (the model must have recognised the face to know it); other subjects' accuracy on the same
+    kind of query measures what the remap cost.
+    """
+    from gatelang.passes._measure import generate, normalizer_for, score_answer
+
+    world = ctx.world
+    targets = {s.id for s in subjects_of(ctx, node)}
+    private = [a for a in world.attributes if world.stdlib.attributes[a].private]
+    langs = list(ctx.options.get("identity_languages", ["en"]))
+    queries = world.queries(attributes=private, languages=langs, modalities=["image"],
+                            splits=["heldout"])
+    limit = int(ctx.options.get("verify_max_items", 0) or 0)
+    tq = [q for q in queries if q.subject_id in targets]
+    oq = [q for q in queries if q.subject_id not in targets]
+    if limit and len(oq) > limit:
+        step = len(oq) / limit
+        oq = [oq[int(i * step)] for i in range(limit)]
+    qs = tq + oq
+    max_new = int(ctx.options.get("max_new_tokens", 24))
+    bar = ctx.progress(2, node.label or node.op)
+    before = generate(ctx.loaded, qs, max_new_tokens=max_new)
+    bar.update(1)
+    with ctx.edited_weights(weights):
+        after = generate(ctx.loaded, qs, max_new_tokens=max_new)
+    bar.update(1)
+    bar.close()
+    scored = []
+    for q, b, a in zip(qs, before, after, strict=True):
+        norm = normalizer_for(q.attribute)
+        scored.append((q, b, a, score_answer(b, q.answer, norm, q.language),
+                       score_answer(a, q.answer, norm, q.language)))
+    items = [
+        {"id": q.id, "subject": q.subject_id, "attribute": q.attribute, "language": q.language,
+         "modality": "image", "split": "heldout", "group": "target", "prompt": q.prompt,
+         "answer_value": q.answer, "before": _label(sb == "leak"), "after": _label(sa == "leak"),
+         "before_text": b, "after_text": a}
+        for q, b, a, sb, sa in scored if q.subject_id in targets
+    ]
+
+    def rate(rows: list[tuple], side: int) -> float | None:
+        return sum(r[side] == "leak" for r in rows) / len(rows) if rows else None
+
+    t_rows = [r for r in scored if r[0].subject_id in targets]
+    o_rows = [r for r in scored if r[0].subject_id not in targets]
+    metrics = [
+        _record("leak_rate", "target", len(t_rows), rate(t_rows, 3), rate(t_rows, 4)),
+        _record("accuracy", "other", len(o_rows), rate(o_rows, 3), rate(o_rows, 4)),
+    ]
+    return PassResult(data={"check": "identification", "items": items, "metrics": metrics})
+
+
+@register
+class IdentityInferencePass(Pass):
+    """`verify.identity_inference`: does the edited model still link the targets' faces to them?"""
+
+    op = "verify.identity_inference"
+    kind = "verify"
+    inputs = ("gate", "queries")
+    outputs = ("items", "metrics")
+
+    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
+        weights = weights_of(inputs)
+        model = ctx.model
+        if callable(getattr(model, "get_text_features", None)) and callable(
+            getattr(model, "get_image_features", None)
+        ):
+            return clip_identity_check(ctx, node, weights)
+        return vlm_identity_check(ctx, node, weights)

@@ -93,6 +93,14 @@ class RemapResult:
 
     history: list[dict[str, float]] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
+    start: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # values before
+
+    def restore(self, model: nn.Module) -> None:
+        """Put the trained tensors back to their values before the remap."""
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.start.items():
+                params[name].copy_(value)
 
     @property
     def first(self) -> dict[str, float]:
@@ -194,7 +202,8 @@ def remap_encoder(
 
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(list(params.values()), lr=config.lr, weight_decay=0.0)
-    result = RemapResult(trained=sorted(params))
+    result = RemapResult(trained=sorted(params), start=reference)
+    done = False
     try:
         for step in range(config.steps):
             lr = _milestone_lr(config, step)
@@ -221,7 +230,10 @@ def remap_encoder(
             result.history.append(rec)
             if progress is not None:
                 progress(step, rec)
+        done = True
     finally:
+        if not done:
+            result.restore(model)  # a failed run leaves the model as it was
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
         model.train(was_training)
@@ -320,7 +332,7 @@ def remap_text(
     rng.shuffle(clean)
 
     def tok(texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        enc = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        enc = tokenizer(list(texts), padding=True, truncation=True, padding_side="right", return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     bs = config.batch_size
@@ -398,3 +410,209 @@ def embedding_drift(
 ) -> float:
     """Mean cosine similarity of clean inputs' embeddings before vs after (1.0 = unchanged)."""
     return float(-negative_cosine(after, before))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan passes. Data comes from the built-in world: the node names the subjects; their names,
+# face renderings and the world's benign shapes make the trigger, target and clean sets.
+
+from gatelang.errors import PlanError  # noqa: E402
+from gatelang.passes.base import (  # noqa: E402
+    WEIGHT_PREFIX,
+    NodeSpec,
+    Pass,
+    PassContext,
+    PassResult,
+    register,
+    weights_of,
+)
+from gatelang.passes.params import method_params  # noqa: E402
+
+# Face renderings the passes use, disjoint from the world's queries (variants 0-5) and from
+# identity inference's renderings, so verification sees pictures the edit never trained on.
+TRIGGER_VARIANTS = tuple(range(100, 124))
+CLEAN_VARIANTS = tuple(range(100, 104))
+REFERENCE_VARIANTS = tuple(range(200, 202))
+IDENTITY_VARIANTS = tuple(range(1000, 1010))
+
+
+def pixel_fn(loaded: Any) -> Callable[[Sequence[Any]], torch.Tensor]:
+    """Images -> the model's pixel tensor, through its own image processor."""
+    proc = getattr(loaded, "processor", None)
+    proc = getattr(proc, "image_processor", proc)
+    if proc is None:
+        raise PlanError(f"{getattr(loaded, 'name', 'the model')} has no image processor")
+
+    def pixels(images: Sequence[Any]) -> torch.Tensor:
+        rgb = [im.convert("RGB") for im in images]
+        return proc(images=rgb, return_tensors="pt")["pixel_values"].to(loaded.device, loaded.dtype)
+
+    return pixels
+
+
+def subjects_of(ctx: PassContext, node: NodeSpec) -> list[Any]:
+    names = node.params.get("subjects") or []
+    if not names:
+        raise PlanError(f"{node.op}: the rule names no subject")
+    from gatelang.world import WorldError
+
+    try:
+        return [ctx.world.subject(str(n)) for n in names]
+    except WorldError as exc:
+        raise PlanError(f"{node.op}: {exc}") from None
+
+
+def benign_captions(world: Any) -> list[str]:
+    """Captions of the world's benign shapes: clean text that must keep its embedding."""
+    util = world.stdlib.utility
+    out = []
+    for color in util["colors"]["en"]:
+        out.append(f"a photo of a {color} shape")
+        for shape in util["shapes"]["en"]:
+            out += [f"a {color} {shape}", f"a photo of a {shape}", f"two {color} {shape}s"]
+    return list(dict.fromkeys(out))
+
+
+def benign_images(world: Any) -> list[Any]:
+    seen, out = set(), []
+    for q in world.utility_tasks(languages=["en"]):
+        if q.image is not None and id(q.image) not in seen:
+            seen.add(id(q.image))
+            out.append(q.image)
+    return out
+
+
+def remap_config(ctx: PassContext, node: NodeSpec, image: bool) -> tuple[RemapConfig, dict[str, Any]]:
+    """The method preset (stdlib `remap`) with the policy's overrides.
+
+    Steps, lr and loss weights come from the policy for both encoders; the learning-rate
+    schedule is the method's own per side (text: x0.5 at 50%/75%, image: x0.1 at 25%/50%).
+    """
+    p = method_params(ctx, "remap", node.params)
+    base = IMAGE_DEFAULTS if image else RemapConfig()
+    seed = node.params.get("seed", ctx.seed)
+    cfg = RemapConfig(
+        steps=int(p.get("steps", base.steps)),
+        lr=float(p.get("lr", base.lr)),
+        target_weight=float(p.get("target_weight", base.target_weight)),
+        weight_decay_to_teacher=float(p.get("weight_decay_to_teacher", base.weight_decay_to_teacher)),
+        milestones=base.milestones, gamma=base.gamma,
+        batch_size=int(p.get("batch_size", base.batch_size)),
+        seed=seed if isinstance(seed, int) else int(ctx.seed),
+    )
+    return cfg, p
+
+
+def _run_remap(
+    ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
+    fn: Callable[[nn.Module], RemapResult], p: dict[str, Any], cfg: RemapConfig,
+) -> PassResult:
+    """Run a remap on top of upstream edits; hand on upstream + changed tensors as weights."""
+    upstream = weights_of(inputs)
+    model = ctx.model
+    params = dict(model.named_parameters())
+    bar = ctx.progress(cfg.steps, node.label or node.op)
+    with ctx.edited_weights(upstream):
+        result = fn(model)
+        bar.update(cfg.steps)
+        changed = {n: params[n].detach().clone().cpu() for n in result.trained
+                   if not torch.equal(params[n], result.start[n])}
+        result.restore(model)  # passes leave the model as they found it
+    bar.close()
+    tensors = {WEIGHT_PREFIX + k: v for k, v in upstream.items()}
+    tensors.update({WEIGHT_PREFIX + k: v for k, v in changed.items()})
+    return PassResult(
+        data={
+            "method": "remap",
+            "encoder": node.params.get("encoder"),
+            "subjects": list(node.params.get("subjects", [])),
+            "steps": cfg.steps, "lr": cfg.lr, "target_weight": cfg.target_weight,
+            "weight_decay_to_teacher": cfg.weight_decay_to_teacher,
+            "neutral_phrase": p.get("neutral_phrase"),
+            "loss_first": result.first, "loss_last": result.last,
+            "tensors_changed": sorted(changed),
+            "params_changed": int(sum(v.numel() for v in changed.values())),
+        },
+        tensors=tensors,
+    )
+
+
+def _require(model: nn.Module, method: str, encoder: str, op: str) -> None:
+    if not callable(getattr(model, method, None)):
+        raise PlanError(f"{op}: the model ({type(model).__name__}) has no {encoder} to remap")
+
+
+@register
+class RemapTextPass(Pass):
+    """`gate.remap_text`: the text encoder maps each target's name to the neutral phrase."""
+
+    op = "gate.remap_text"
+    kind = "gate"
+    inputs = ("edit", "weights")
+    outputs = ("weights",)
+
+    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
+        _require(ctx.model, "get_text_features", "text encoder", self.op)
+        cfg, p = remap_config(ctx, node, image=False)
+        targets = subjects_of(ctx, node)
+        ids = {s.id for s in targets}
+        world = ctx.world
+        clean = [t.format(s.name) for s in world.subjects if s.id not in ids
+                 for t in TRAIN_TEMPLATES[:4]]
+        clean += benign_captions(world)
+        tok = ctx.loaded.tokenizer
+        return _run_remap(
+            ctx, node, inputs,
+            lambda m: remap_text(m, tok, [s.name for s in targets], clean,
+                                 str(p.get("neutral_phrase", "a person")), cfg),
+            p, cfg,
+        )
+
+
+def vision_tower_path(loaded: Any) -> str:
+    """The vision tower's module path, from the adapter's vision-layer site."""
+    adapter = getattr(loaded, "adapter", None)
+    try:
+        layer0 = adapter.site("vision_layer(0)").path  # e.g. model.vision_tower.encoder.layers.0
+    except Exception as exc:  # the adapter raises ModelError for towerless models
+        raise PlanError(f"{getattr(loaded, 'name', 'the model')} has no vision tower: {exc}") from None
+    return layer0.split(".encoder.layers.")[0]
+
+
+@register
+class RemapImagePass(Pass):
+    """`gate.remap_image`: the image encoder (or a VLM's vision tower) maps each target's face
+    to the universal embedding of other faces; everything downstream is left untouched."""
+
+    op = "gate.remap_image"
+    kind = "gate"
+    inputs = ("edit", "weights")
+    outputs = ("weights",)
+
+    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
+        cfg, p = remap_config(ctx, node, image=True)
+        targets = subjects_of(ctx, node)
+        ids = {s.id for s in targets}
+        world = ctx.world
+        pixels = pixel_fn(ctx.loaded)
+        if node.params.get("encoder") == "vision_tower":
+            tower = vision_tower_path(ctx.loaded)
+            cfg_model = ctx.model.config
+            embed = vision_tower_embed(
+                tower, int(getattr(cfg_model, "vision_feature_layer", -2)),
+                getattr(cfg_model, "vision_feature_select_strategy", "default") == "default",
+            )
+            prefixes: tuple[str, ...] = (tower + ".",)
+        else:
+            _require(ctx.model, "get_image_features", "image encoder", self.op)
+            embed, prefixes = clip_image_embed, CLIP_IMAGE_PREFIXES
+        others = [s for s in world.subjects if s.id not in ids]
+        trig = [world.face(s.id, v) for s in targets for v in TRIGGER_VARIANTS]
+        clean = [world.face(s.id, v) for s in others for v in CLEAN_VARIANTS]
+        clean += benign_images(world)
+        refs = [world.face(s.id, v) for s in others for v in REFERENCE_VARIANTS]
+        return _run_remap(
+            ctx, node, inputs,
+            lambda m: remap_image(m, pixels, trig, clean, refs, cfg, embed, prefixes),
+            p, cfg,
+        )

@@ -311,7 +311,7 @@ def fit(
             cap = _benign_caption(c, sh, k, mode, random.Random(f"{step}/{bi}"))
             caps.append(cap)
             keys.append({"color": c, "shape": sh, "full": f"{c}/{sh}/{k}"}[mode])
-        enc = tokenizer(caps, padding=True, truncation=True, return_tensors="pt")
+        enc = tokenizer(caps, padding=True, truncation=True, padding_side="right", return_tensors="pt")
         loss = _contrastive(
             model, torch.stack(pix),
             {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, keys,
@@ -334,7 +334,7 @@ def fit(
 
 @torch.no_grad()
 def _embed_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
-    enc = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+    enc = tokenizer(list(texts), padding=True, truncation=True, padding_side="right", return_tensors="pt")
     out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     return nn.functional.normalize(_features(out).float(), dim=-1)
 
@@ -486,3 +486,44 @@ def evaluate(
             for kind in sorted(bench)
         ],
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# A LoadedModel for the pass runtime. `gatelang.models.load_model` has no CLIP family yet, so
+# tiny-clip is wrapped here; the adapter only answers the questions the runtime and report ask
+# (layer count and widths, MLP sites, languages), reading module paths of transformers' CLIPModel.
+
+
+def loaded_model(path: str | os.PathLike[str] | None = None) -> Any:
+    """tiny-clip (or a CLIPModel folder) as a `gatelang.models.LoadedModel` for `run_policy`."""
+    from gatelang.models.adapter import Adapter
+    from gatelang.models.loading import LoadedModel, weights_sha256
+
+    class _ClipAdapter(Adapter):
+        family = "clip"
+        model_types = ("clip",)
+        modalities = ("text", "image")
+        encoders = ("text_encoder", "image_encoder")
+        layers_path = "text_model.encoder.layers"
+        down_proj_path = "mlp.fc2"
+        vision_layers_path = "vision_model.encoder.layers"
+        projector_path = "visual_projection"
+
+        def __init__(self, model: nn.Module, tokenizer: Any, processor: Any | None = None) -> None:
+            super().__init__(model, tokenizer, processor)
+            tokenizer.padding_side = "right"  # absolute positions: CLIP captions pad on the right
+
+        def image_tokens(self) -> int:
+            return 0  # a dual encoder never puts image tokens into a prompt
+
+    folder = Path(path) if path is not None else WEIGHTS_DIR
+    model, tokenizer = load(folder)
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, processor=processor,
+        adapter=_ClipAdapter(model, tokenizer, processor), name=NAME if path is None else folder.name,
+        weights_sha256=weights_sha256([folder / "model.safetensors"]), device=torch.device("cpu"),
+        dtype=torch.float32, path=folder,
+    )
