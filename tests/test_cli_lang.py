@@ -161,3 +161,25 @@ def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "gatelang", "check", str(REF)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_hook_mode_skips_yaml_that_is_not_a_policy(tmp_path, capsys) -> None:
+    other = tmp_path / "ci.yaml"
+    other.write_text("jobs: {}\n")
+    assert run(capsys, "check", str(other))[0] == 2
+    assert run(capsys, "check", "--skip-non-policy", str(other), str(REF))[0] == 0
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert {h["id"] for h in hooks} == {"gatelang-check", "gatelang-fmt"}
+    for h in hooks:
+        assert main(h["entry"].split()[1:] + [str(REF)]) == 0
+
+
+def test_tutorial_policy_checks_and_plans(tmp_path, capsys) -> None:
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    policy = tutorial.split("```gate\n", 1)[1].split("```", 1)[0]
+    f = tmp_path / "home.gate"
+    f.write_text(policy, encoding="utf-8")
+    assert run(capsys, "check", str(f))[0] == 0
+    code, out, _ = run(capsys, "plan", str(f))
+    assert code == 0
+    assert "15 nodes, 21 edges" in out and "gate.neural_gate" in out

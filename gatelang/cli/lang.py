@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder that `use` and subject files may not leave "
                    "(default: the folder given on the command line, else each policy's folder)")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--skip-non-policy", action="store_true",
+                   help="skip YAML files without a top-level `gatelang:` key (for hooks that "
+                   "see every YAML file in a repository)")
     p.add_argument("--format", choices=("text", "json"), default="text", dest="output")
     p.set_defaults(func=cmd_check)
 
@@ -138,6 +141,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gatelang.ir import check
 
     files = _expand(args.paths)
+    if args.skip_non_policy:
+        files = [(f, r) for f, r in files
+                 if f.suffix not in (".yaml", ".yml") or _is_yaml_policy(f)]
+        if not files:
+            return EXIT_OK
     if not files:
         print("error: no policy files found", file=sys.stderr)
         return EXIT_INVALID

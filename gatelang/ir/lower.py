@@ -77,6 +77,7 @@ class _Lowerer:
         self.root = root.resolve()
         self.std = stdlib
         self.diags: list[Diagnostic] = []
+        self._rules_incomplete = False
         self.sources: dict[str, str] = {}
         self.stack: list[Path] = []
         self.imported: dict[Path, dict[str, ir.SubjectSet]] = {}
@@ -430,6 +431,7 @@ class _Lowerer:
         kinds = {r.kind for r in rules if r.kind != "keep"}
         edit_rules = [r for r in rules if r.kind != "keep"]
         had_errors = len([d for d in self.diags if d.severity == "error"]) > start_errors
+        self._rules_incomplete = had_errors  # a dropped rule must not make metrics "not apply"
         if not edit_rules and not had_errors:
             self.error("G123", f"policy {item.name.text!r} has no refuse or anonymize rule",
                        item.name.span, "add e.g. `refuse home_address about SUBJECTS in en via text`")
@@ -603,6 +605,7 @@ class _Lowerer:
                 continue
             metric = self.std.metrics[name]
             split = r.split.text if r.split else metric.default_split
+            written = f"{name}({r.split.text})" if r.split else name
             if split not in metric.allowed_splits:
                 what = "unknown split" if split not in self.std.splits else "split not allowed"
                 self.error("G106", f"{what} {split!r} for {name}",
@@ -613,14 +616,14 @@ class _Lowerer:
             v = r.value
             if v.kind not in ("number", "percent"):
                 self.error("G116", f"threshold {v.raw} is not a number", v.span,
-                           f"write e.g. {name} {r.op} 95%" if metric.unit == "percent"
-                           else f"write e.g. {name} {r.op} 0.5")
+                           f"write e.g. {written} {r.op} 95%" if metric.unit == "percent"
+                           else f"write e.g. {written} {r.op} 0.5")
                 ok = False
                 continue
             if metric.unit == "percent":
                 if v.kind != "percent":
                     self.error("G116", f"{name} is a percentage; {v.raw} has no unit", v.span,
-                               f"write e.g. {name} {r.op} {_example(v)}%")
+                               f"write e.g. {written} {r.op} {_example(v)}%")
                     ok = False
                     continue
                 if not 0 <= float(v.value) <= 100:
@@ -642,7 +645,7 @@ class _Lowerer:
                     continue
             applies = self._applies(name, split, has_refuse, has_anon, modalities,
                                     preserves_locality, preserves_utility)
-            if applies:
+            if applies and not self._rules_incomplete:
                 self.error("G128", f"{name}({split}) does not apply to this policy",
                            r.span, applies)
                 ok = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gatelang.planner.plan import Plan, PlanNode
+from gatelang.planner.plan import KINDS, Plan, PlanNode
 
 
 def _fmt(n: int) -> str:
@@ -30,7 +30,9 @@ def render_text(plan: Plan) -> str:
         f"{m.intermediate_size} MLP units/layer); stdlib {plan.stdlib_version}",
         "",
     ]
-    nodes = plan.nodes()
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    topo = {n.id: i for i, n in enumerate(plan.nodes())}
+    nodes = sorted(plan.nodes(), key=lambda n: (order.get(n.kind, 99), topo[n.id]))
     width = max((len(n.op) for n in nodes), default=10)
     groups = [(name, [n for n in nodes if n.policy == name]) for name in plan.policies]
     groups.append((None, [n for n in nodes if n.policy not in plan.policies]))
