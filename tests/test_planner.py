@@ -164,3 +164,16 @@ def test_anonymize_plans_remap_gates_on_clip() -> None:
     assert ops == ["gate.remap_text", "gate.remap_image"]
     assert p.by_op("gate.remap_image")[0].params["encoder"] == "image_encoder"
     assert p.by_op("verify.identity_inference")
+
+
+def test_builtin_stand_ins_match_the_zoo_recipes() -> None:
+    tiny_llava = pytest.importorskip("gatelang.zoo.tiny_llava")
+    tiny_clip = pytest.importorskip("gatelang.zoo.tiny_clip")
+    r = tiny_llava.Recipe()
+    assert (TINY_LLAVA_CAPABILITIES.num_layers, TINY_LLAVA_CAPABILITIES.hidden_size,
+            TINY_LLAVA_CAPABILITIES.intermediate_size) == (r.num_layers, r.hidden_size,
+                                                          r.intermediate_size)
+    assert TINY_LLAVA_CAPABILITIES.image_tokens == tiny_llava.IMAGE_TOKENS
+    c = tiny_clip.TinyClipRecipe()
+    assert (TINY_CLIP_CAPABILITIES.num_layers, TINY_CLIP_CAPABILITIES.hidden_size,
+            TINY_CLIP_CAPABILITIES.intermediate_size) == (c.layers, c.hidden, c.intermediate)

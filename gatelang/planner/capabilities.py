@@ -3,7 +3,7 @@
 The planner never loads weights: it checks a policy against this descriptor (languages,
 modalities, encoders, layer count) and sizes the plan from it. The models layer builds one
 from a loaded model; `TINY_LLAVA_CAPABILITIES` stands in for the built-in model so `plan`
-works without loading anything.
+works without loading anything (its sizes follow the zoo recipe; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ TINY_LLAVA_CAPABILITIES = ModelCapabilities(
     modalities=("text", "image", "document", "scene"),
     encoders=("vision_tower",),
     num_layers=4,
-    hidden_size=128,
-    intermediate_size=512,
-    image_tokens=49,
+    hidden_size=160,
+    intermediate_size=448,
+    image_tokens=16,
 )
 
 # A CLIP-style dual encoder: the model anonymize rules are written for.
@@ -54,10 +54,10 @@ TINY_CLIP_CAPABILITIES = ModelCapabilities(
     languages=("en", "zh", "es"),
     modalities=("text", "image"),
     encoders=("text_encoder", "image_encoder"),
-    num_layers=4,
-    hidden_size=128,
-    intermediate_size=512,
-    image_tokens=49,
+    num_layers=3,
+    hidden_size=96,
+    intermediate_size=256,
+    image_tokens=16,
 )
 
 BUILTIN_CAPABILITIES: dict[str, ModelCapabilities] = {
