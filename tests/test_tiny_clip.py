@@ -11,6 +11,15 @@ from gatelang.world import load_world
 from gatelang.zoo import tiny_clip as tc
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is faster than two, and much faster on a busy CI box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_tokenizer_encodes_every_script_with_eos_last():
     tok = tc.build_tokenizer(["a photo of 王秀英", "a photo of 김민준", "Tomás Herrera"] * 5, 300)
     for text in ["a photo of 王秀英", "이서연 smiling", "Tomás"]:
