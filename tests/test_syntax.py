@@ -145,3 +145,12 @@ def test_grammar_is_package_data_and_in_the_spec() -> None:
     spec = (ROOT / "specs" / "grammar.md").read_text(encoding="utf-8")
     block = spec.split("```lark\n", 1)[1].split("```", 1)[0]
     assert block == grammar
+
+
+def test_several_syntax_errors_are_reported_in_one_run() -> None:
+    src = ("gatelang 1\npolicy p {\n  refuse a about in en via text\n  keep x y\n}\n"
+           'policy q { refuse b about c in en via @ text }\nsubjects s = ["a" "b"]\n')
+    with pytest.raises(DiagnosticError) as exc:
+        parse_gate(src, "x.gate")
+    assert [(d.code, d.span.line) for d in exc.value.diagnostics] == [
+        ("G001", 3), ("G001", 4), ("G001", 6), ("G001", 7)]

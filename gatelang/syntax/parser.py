@@ -8,6 +8,7 @@ that name what was expected at that point.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from functools import cache
 from importlib import resources
@@ -333,23 +334,106 @@ def _syntax_diagnostic(exc: UnexpectedInput, file: str, text: str) -> Diagnostic
     return Diagnostic("G001", "syntax error", Span.point(file, line, col))  # pragma: no cover
 
 
+MAX_SYNTAX_ERRORS = 10
+_STATEMENT = re.compile(
+    r"^[ \t]*(use|subjects|policy|description|owner|refuse|anonymize|keep|method|require)\b"
+    r"|^[ \t]*}", re.M)
+
+
+def _parse_once(parser: _Parser, text: str, file: str):
+    """(children, comments) or a syntax diagnostic for the first error."""
+    parser.builder.file = file
+    parser.comments.clear()
+    try:
+        children = parser.lark.parse(text)
+    except UnexpectedInput as exc:
+        return None, _syntax_diagnostic(exc, file, text)
+    except _SyntaxFailure as exc:
+        return None, exc.diagnostic
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, _SyntaxFailure):
+            return None, exc.orig_exc.diagnostic
+        raise
+    comments = tuple(ast.Comment(c.line, c.column, str(c).rstrip()) for c in parser.comments)
+    return (children, comments), None
+
+
+def _blank_statement(text: str, line: int) -> str | None:
+    """`text` with the statement around `line` replaced by spaces (positions are kept).
+
+    Lets the parser go on after a syntax error so `check` can report the next one too; the
+    statement is taken from the last statement keyword at or before the error's line to the
+    next one after its braces close.
+    """
+    offsets = [0]
+    for ln in text.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(ln))
+    error_at = offsets[min(line, len(offsets)) - 1]
+    starts = [m.start() for m in _STATEMENT.finditer(text)]
+    before = [s for s in starts if s <= error_at and not text[s:].lstrip().startswith("}")]
+    if not before:
+        return None
+    start = before[-1]
+    depth = 0
+    i = start
+    end = len(text)
+    in_string = False
+    while i < len(text):
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                i += 1
+            elif ch == '"' or ch == "\n":
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "#":
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                end = i
+                break
+        elif ch == "\n" and depth <= 0 and i + 1 < len(text) and i + 1 in starts and i + 1 > error_at:
+            end = i + 1
+            break
+        i += 1
+    blanked = text[:start] + "".join(c if c == "\n" else " " for c in text[start:end]) + text[end:]
+    return blanked if blanked != text else None
+
+
 def parse_gate(text: str, file: str = "<string>") -> ast.SourceFile:
-    """Parse `.gate` source into the surface tree; raises `DiagnosticError` (G001) on bad syntax."""
+    """Parse `.gate` source into the surface tree; raises `DiagnosticError` (G001) on bad syntax.
+
+    After a syntax error the offending statement is blanked out and the parse retried, so one
+    run reports up to `MAX_SYNTAX_ERRORS` independent syntax errors.
+    """
     parser = _parser()
+    diagnostics: list[Diagnostic] = []
+    current = text
     with parser.lock:
-        parser.builder.file = file
-        parser.comments.clear()
-        try:
-            children = parser.lark.parse(text)
-        except UnexpectedInput as exc:
-            raise DiagnosticError([_syntax_diagnostic(exc, file, text)], {file: text}) from None
-        except _SyntaxFailure as exc:
-            raise DiagnosticError([exc.diagnostic], {file: text}) from None
-        except VisitError as exc:
-            if isinstance(exc.orig_exc, _SyntaxFailure):
-                raise DiagnosticError([exc.orig_exc.diagnostic], {file: text}) from None
-            raise
-        comments = tuple(ast.Comment(c.line, c.column, str(c).rstrip()) for c in parser.comments)
+        while True:
+            result, diag = _parse_once(parser, current, file)
+            if diag is None:
+                break
+            if diagnostics and diag.span and diagnostics[-1].span and \
+                    diag.span.line <= diagnostics[-1].span.line:
+                break  # no progress: stop rather than report a cascade
+            diagnostics.append(diag)
+            if len(diagnostics) >= MAX_SYNTAX_ERRORS or diag.span is None:
+                break
+            blanked = _blank_statement(current, diag.span.line)
+            if blanked is None:
+                break
+            current = blanked
+    if diagnostics:
+        raise DiagnosticError(diagnostics, {file: text})
+    assert result is not None
+    children, comments = result
     header, *items = children
     return ast.SourceFile(file, "gate", text, header, tuple(items), comments)
 
