@@ -69,6 +69,8 @@ def test_imports_and_subject_files_resolve_relative_to_their_file() -> None:
     assert opted.members == ("Priya Raman", "Tomás Herrera", "王秀英")
     assert opted.source.kind == "file" and opted.source.format == "csv"
     assert ir.uses[-1].kind == "file" and ir.uses[-1].path == "shared/subjects.gate"
+    # Every file read, for lock files: the nested subject file and the import.
+    assert set(ir.inputs) == {"shared/subjects.gate", "people.csv"}
 
 
 def test_method_overrides_are_typed_and_merged() -> None:

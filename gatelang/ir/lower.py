@@ -75,6 +75,8 @@ def _order(d: Diagnostic) -> tuple:
 class _Lowerer:
     def __init__(self, root: Path, stdlib: Stdlib) -> None:
         self.root = root.resolve()
+        self.entry_dir = self.root  # set by `lower` to the entry file's folder
+        self.inputs: list[str] = []  # every file read besides the entry, entry-relative
         self.std = stdlib
         self.diags: list[Diagnostic] = []
         self._rules_incomplete = False
@@ -99,6 +101,12 @@ class _Lowerer:
 
     def _shown(self, base_file: str, rel: str) -> str:
         return os.path.normpath(os.path.join(os.path.dirname(base_file), rel))
+
+    def _rel(self, real: Path) -> str:
+        rel = Path(os.path.relpath(real.resolve(), self.entry_dir)).as_posix()
+        if rel not in self.inputs:
+            self.inputs.append(rel)
+        return rel
 
     # -- files -----------------------------------------------------------------------------------
     def lower_file(self, src: ast.SourceFile, real: Path | None) -> ir.PolicyFile | None:
@@ -191,7 +199,7 @@ class _Lowerer:
                        "move the shared subject sets into a file that imports nothing")
             return None
         if real in self.imported:
-            return os.path.relpath(real, self.root), self.imported[real]
+            return self._rel(real), self.imported[real]
         try:
             text = read_source(target, shown)
             sub = parse_source(text, shown)
@@ -212,7 +220,7 @@ class _Lowerer:
                 break
         sets = dict(lowered.subject_sets) if lowered else {}
         self.imported[real] = sets
-        return os.path.relpath(real, self.root), sets
+        return self._rel(real), sets
 
     def _subject_set(self, src: ast.SourceFile, item: ast.SubjectsDef) -> ir.SubjectSet | None:
         name = item.name.text
@@ -239,6 +247,7 @@ class _Lowerer:
                 self.diags.append(exc.diagnostic)
                 return None
             members = list(names)
+            self._rel(target)
             source = ir.SubjectSource(kind="file", file=rel, column=column, format=fmt,
                                       span=item.span)
         if not members:
@@ -747,7 +756,10 @@ def lower(src: ast.SourceFile, *, root: str | Path | None = None,
         Path(src.path).parent if src.path != "<string>" else Path("."))
     low = _Lowerer(base, stdlib or load_stdlib())
     real = Path(src.path) if src.path != "<string>" else None
+    low.entry_dir = (real.parent if real is not None else Path(".")).resolve()
     result = low.lower_file(src, real)
+    if result is not None:
+        result = result.model_copy(update={"inputs": tuple(low.inputs)})
     diags = sorted(low.diags, key=_order)
     errors = any(d.severity == "error" for d in diags)
     return CheckResult(None if errors else result, diags, low.sources)

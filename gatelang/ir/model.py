@@ -31,7 +31,7 @@ class Node(BaseModel):
 class Use(Node):
     kind: Literal["stdlib", "file"]
     target: str  # `stdlib.attributes.contact`, or the file path as written
-    path: str | None = None  # the resolved file, relative to the root folder
+    path: str | None = None  # the resolved file, relative to the entry policy's folder
 
 
 class SubjectSource(Node):
@@ -142,6 +142,9 @@ class PolicyFile(Node):
     languages_in_scope: tuple[str, ...]
     subject_sets: dict[str, SubjectSet]
     policies: tuple[Policy, ...]
+    # Every other file the policy read (imports at any depth, subject files), relative to the
+    # entry policy's folder, in first-read order: what a lock file must hash.
+    inputs: tuple[str, ...] = ()
 
     def policy(self, name: str) -> Policy:
         for p in self.policies:
@@ -157,7 +160,7 @@ class PolicyFile(Node):
         return _strip(self.model_dump(mode="json"))
 
 
-_LOCATION_KEYS = frozenset({"span", "source", "syntax", "defined_in", "path"})
+_LOCATION_KEYS = frozenset({"span", "source", "syntax", "defined_in", "path", "inputs"})
 
 
 def _strip(value: Any) -> Any:
