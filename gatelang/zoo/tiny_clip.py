@@ -431,6 +431,20 @@ def load(path: str | os.PathLike[str] | None = None) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
+def _machine() -> dict[str, Any]:
+    """Where the recorded training time was measured."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
 REDUCED = TinyClipRecipe(
     hidden=32, layers=1, heads=2, intermediate=64, projection=32, vocab_size=600, steps=3,
     faces_per_step=8, benign_per_step=4, benign_renders=1, train_variants=2, warmup=2,
@@ -457,6 +471,7 @@ def train(
         "final_loss": round(losses[-1], 4),
         "metrics": {k: round(v, 4) for k, v in metrics.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
+        "machine": _machine(),
     }
     save(model, tokenizer, out_dir if out_dir is not None else WEIGHTS_DIR, info)
     return info
