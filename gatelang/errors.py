@@ -18,6 +18,8 @@ EXIT_FAILURE = 1  # other failure with a clear message (missing weights, bad mod
 EXIT_INVALID = 2  # invalid policy or other malformed input
 EXIT_REQUIREMENT = 3  # the run completed but a `require` threshold does not hold
 
+_MAX_SHOWN = 160  # longest source line shown in full under a diagnostic
+
 
 class Span(BaseModel):
     """A region of a source file; lines and columns are 1-based, end is exclusive."""
@@ -62,9 +64,18 @@ class Diagnostic:
                 line = src_lines[s.line - 1]
                 width = (s.end_col - s.col) if s.end_line == s.line else len(line) - s.col + 1
                 width = max(1, width)
+                col = s.col
+                if len(line) > _MAX_SHOWN:
+                    # Show a window around the span of a very long line (generated lists).
+                    start = max(0, col - 1 - _MAX_SHOWN // 3)
+                    shown = line[start:start + _MAX_SHOWN]
+                    prefix = "…" if start else ""
+                    line = prefix + shown + ("…" if start + _MAX_SHOWN < len(line) else "")
+                    col = col - start + len(prefix)
+                    width = max(1, min(width, len(line) - col + 1))
                 gutter = f"{s.line:>4} | "
                 lines.append(gutter + line)
-                lines.append(" " * (len(gutter) - 2) + "| " + " " * (s.col - 1) + "^" * width)
+                lines.append(" " * (len(gutter) - 2) + "| " + " " * (col - 1) + "^" * width)
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)

@@ -154,3 +154,16 @@ def test_several_syntax_errors_are_reported_in_one_run() -> None:
         parse_gate(src, "x.gate")
     assert [(d.code, d.span.line) for d in exc.value.diagnostics] == [
         ("G001", 3), ("G001", 4), ("G001", 6), ("G001", 7)]
+
+
+def test_deeply_nested_yaml_is_a_diagnostic_not_a_crash() -> None:
+    result = check_text("gatelang: 1\nsubjects: " + "[" * 3000, "deep.yaml")
+    assert not result.ok and result.errors[0].code == "G002"
+
+
+def test_very_long_lines_are_shown_as_a_window_around_the_span() -> None:
+    src = "gatelang 1\nsubjects a = [" + '"x",' * 500 + '"y" "z"]\n'
+    text = check_text(src, "long.gate").render()
+    shown, caret = text.splitlines()[1:3]
+    assert len(shown) < 200 and shown.count("…") == 1
+    assert caret.index("^") == shown.index('"z"')

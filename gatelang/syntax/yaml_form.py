@@ -340,6 +340,9 @@ def parse_yaml(text: str, file: str = "<string>") -> ast.SourceFile:
     loader = _Loader(file, text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise DiagnosticError([Diagnostic("G002", "invalid YAML: nesting is too deep",
+                                          Span.point(file))], {file: text}) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         span = (Span.point(file, mark.line + 1, mark.column + 1) if mark else Span.point(file))
@@ -352,6 +355,9 @@ def parse_yaml(text: str, file: str = "<string>") -> ast.SourceFile:
                               {file: text}) from None
     try:
         result = loader.document(root)
+    except RecursionError:
+        raise DiagnosticError([Diagnostic("G003", "policy structure is nested too deeply",
+                                          Span.point(file))], {file: text}) from None
     except _Shape as exc:
         loader.diagnostics.append(exc.diagnostic)
         result = None
