@@ -103,6 +103,11 @@ def test_examples_are_canonical_and_formatting_is_idempotent(path: Path) -> None
     assert format_text(once, "p.gate") == once
 
 
+def test_yaml_example_is_canonical() -> None:
+    path = ROOT / "docs" / "examples" / "home-address.yaml"
+    assert fmt(path) == path.read_text(encoding="utf-8")
+
+
 def test_fmt_keeps_comments_and_meaning() -> None:
     out = format_text(SRC, "p.gate")
     for c in ("# leading", "# trailing", "# first", "# strict", "# before close"):
