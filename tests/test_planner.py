@@ -177,3 +177,13 @@ def test_builtin_stand_ins_match_the_zoo_recipes() -> None:
     c = tiny_clip.TinyClipRecipe()
     assert (TINY_CLIP_CAPABILITIES.num_layers, TINY_CLIP_CAPABILITIES.hidden_size,
             TINY_CLIP_CAPABILITIES.intermediate_size) == (c.layers, c.hidden, c.intermediate)
+
+
+def test_edit_split_requirement_verifies_on_the_edit_set_too() -> None:
+    p = plan(loads(_policy().replace("refusal(heldout)", "refusal(edit)")))
+    verify = p.by_op("verify.refusal")[0]
+    assert verify.params["include_edit"] is True
+    edit_sets = {n.id for n in p.by_op("data.queries") if n.params.get("splits") == ["edit"]}
+    assert edit_sets <= set(p.parents(verify.id)["queries"])
+    plain = plan(loads(_policy())).by_op("verify.refusal")[0]
+    assert "include_edit" not in plain.params

@@ -274,7 +274,7 @@ class _Builder:
             gate_parents.append(("localize", loc_id))
         gate = self.add("gate", gate_op, {**self._method_params(p), **scope}, gate_parents,
                         f"gate: {method} ({name})", name, p.method.span, gate_cost)
-        verifies = self.verify_refuse(p, gate, languages)
+        verifies = self.verify_refuse(p, gate, languages, edits)
         self.report(p, gate, verifies)
         return gate
 
@@ -288,7 +288,8 @@ class _Builder:
                         [("gate", gate), *[("queries", d[0]) for d in data]],
                         label, p.name, span, cost)
 
-    def verify_refuse(self, p: ir.Policy, gate: str, languages: list[str]) -> list[str]:
+    def verify_refuse(self, p: ir.Policy, gate: str, languages: list[str],
+                      edits: list[tuple[str, int, int]]) -> list[str]:
         name = p.name
         rules = p.refuse_rules()
         out: list[str] = []
@@ -308,10 +309,16 @@ class _Builder:
                 f"unseen languages: {'+'.join(unseen)}", name, p.span, subjects=subjects,
                 attributes=attributes, languages=unseen, modalities=["text"],
                 splits=["heldout"]))
-        out.append(self._verify("verify.refusal", p, gate, refusal_data, {
+        params: dict[str, Any] = {
             "subjects": subjects, "attributes": attributes, "rule_languages": languages,
             "modalities": [m for m in ir.MODALITIES if any(m in r.modalities for r in rules)],
-        }, f"verify refusal ({name})", p.span))
+        }
+        if any(r.split == "edit" for r in p.requirements):
+            # Only a requirement on the edit split measures on what the edit trained on.
+            refusal_data.extend(edits)
+            params["include_edit"] = True
+        out.append(self._verify("verify.refusal", p, gate, refusal_data, params,
+                                f"verify refusal ({name})", p.span))
         locality = []
         if p.preserves("other_subjects"):
             locality.append(self.data(
