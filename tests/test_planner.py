@@ -187,3 +187,51 @@ def test_edit_split_requirement_verifies_on_the_edit_set_too() -> None:
     assert edit_sets <= set(p.parents(verify.id)["queries"])
     plain = plan(loads(_policy())).by_op("verify.refusal")[0]
     assert "include_edit" not in plain.params
+
+
+# -- properties over generated valid policies --------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ATTRS = ["home_address", "phone_number", "email", "date_of_birth"]
+_NAMES = ["Alice Okafor", "Chen Moreau", "Priya Raman", "Tomás Herrera", "王秀英"]
+
+
+@st.composite
+def policies(draw) -> tuple[str, str]:
+    """(policy, the same policy with every threshold changed)."""
+    rules = []
+    for _ in range(draw(st.integers(1, 3))):
+        attrs = draw(st.lists(st.sampled_from(_ATTRS), min_size=1, max_size=3, unique=True))
+        subjects = draw(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=3, unique=True))
+        langs = draw(st.lists(st.sampled_from(["en", "zh", "es"]), min_size=1, max_size=2,
+                              unique=True))
+        mods = draw(st.lists(st.sampled_from(["text", "image", "document"]), min_size=1,
+                             max_size=3, unique=True))
+        rules.append(f"  refuse {', '.join(attrs)} about "
+                     f"{', '.join(chr(34) + s + chr(34) for s in subjects)} "
+                     f"in {', '.join(langs)} via {', '.join(mods)}")
+    method = draw(st.sampled_from(["neural_gate", "finetune", "deactivate", "privacy_neurons",
+                                   "random_gate"]))
+    t = draw(st.integers(1, 99))
+
+    def render(threshold: int) -> str:
+        return HEAD + "policy p {\n" + "\n".join(rules) + (
+            f"\n  keep other_subjects, utility\n  method {method}\n"
+            f"  require {{ refusal(heldout) >= {threshold}%  locality >= {threshold}% }}\n}}\n")
+
+    return render(t), render(100 - t if 100 - t != t else t + 1)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(policies())
+def test_generated_policies_plan_with_stable_ids(pair: tuple[str, str]) -> None:
+    src, retuned = pair
+    a, again, b = plan(loads(src)), plan(loads(src)), plan(loads(retuned))
+    assert [n.id for n in a.nodes()] == [n.id for n in again.nodes()]
+    assert nx.is_directed_acyclic_graph(a.graph)
+    only_a = {n.op for n in a.nodes() if n.id not in b}
+    assert only_a == {"report.requirements"}
+    assert Plan.from_json(a.to_json()).to_json() == a.to_json()

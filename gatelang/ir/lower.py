@@ -382,8 +382,16 @@ class _Lowerer:
                         self._has_modality(attr, x) for attr in a))
                 if not self._supports(a, langs_, m, it):
                     continue
-                rules.append(ir.RefuseRule(attributes=a, subjects=s[0], subject_sets=s[1],
-                                           languages=langs_, modalities=m, span=it.span))
+                rule = ir.RefuseRule(attributes=a, subjects=s[0], subject_sets=s[1],
+                                     languages=langs_, modalities=m, span=it.span)
+                twin = next((r for r in rules if isinstance(r, ir.RefuseRule) and
+                             (r.attributes, r.subjects, r.languages, r.modalities) ==
+                             (a, s[0], langs_, m)), None)
+                if twin is not None:
+                    self.warn("G201", "this rule repeats an earlier one", it.span,
+                              f"same as line {twin.span.line}; the repeat is ignored")
+                    continue
+                rules.append(rule)
             elif isinstance(it, ast.Anonymize):
                 s = self._subjects(it.subjects, sets)
                 encs: list[str] = []

@@ -117,6 +117,9 @@ class _Builder:
 
     def add(self, kind: str, op: str, params: dict[str, Any], parents: list[tuple[str, str]],
             label: str, policy: str | None, span: Span | None, cost: Cost) -> str:
+        parents = list(dict.fromkeys(parents))  # the graph holds one edge per (parent, role)
+        if len({pid for _role, pid in parents}) != len(parents):
+            raise AssertionError(f"{op}: a parent reaches it under two roles: {parents}")
         nid = node_id(kind, op, params, parents, self.std.version)
         if nid in self.g:
             return nid  # the same work is already planned: share it
