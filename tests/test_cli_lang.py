@@ -183,3 +183,16 @@ def test_tutorial_policy_checks_and_plans(tmp_path, capsys) -> None:
     code, out, _ = run(capsys, "plan", str(f))
     assert code == 0
     assert "15 nodes, 21 edges" in out and "gate.neural_gate" in out
+
+
+def test_diff_sees_recombined_rules(tmp_path, capsys) -> None:
+    head = "gatelang 1\nuse stdlib.attributes\nuse stdlib.languages\npolicy p {\n"
+    old = tmp_path / "old.gate"
+    new = tmp_path / "new.gate"
+    old.write_text(head + '  refuse home_address about "A" in en via text\n'
+                   '  refuse email about "B" in en via text\n}\n')
+    new.write_text(head + '  refuse home_address about "B" in en via text\n'
+                   '  refuse email about "A" in en via text\n}\n')
+    code, out, _ = run(capsys, "diff", str(old), str(new))
+    assert "no longer refused: email of 'B' in en via text; home_address of 'A'" in out
+    assert "[looser]" in out and "now refused" in out

@@ -48,6 +48,32 @@ def _set_changes(policy: str, what: str, old: list[str], new: list[str], *,
     return out
 
 
+def _coverage(p: Policy) -> set[tuple[str, str, str, str]]:
+    return {(a, s, lang, m) for r in p.refuse_rules() for a in r.attributes
+            for s in r.subjects for lang in r.languages for m in r.modalities}
+
+
+def _coverage_changes(old: Policy, new: Policy, limit: int = 3) -> list[Change]:
+    """What is refused changed although no subject, attribute, language or modality was added
+    or removed overall: the rules were recombined (e.g. two rules swapped their subjects)."""
+    dims = [(set(_union(old, "refuse", f)), set(_union(new, "refuse", f)))
+            for f in ("attributes", "subjects", "languages", "modalities")]
+
+    def unexplained(t: tuple[str, str, str, str]) -> bool:
+        return all(x in a and x in b for x, (a, b) in zip(t, dims, strict=True))
+
+    before, after = _coverage(old), _coverage(new)
+    out = []
+    for items, direction, verb in ((sorted(after - before), "stricter", "now refused"),
+                                   (sorted(before - after), "looser", "no longer refused")):
+        items = [t for t in items if unexplained(t)]
+        if items:
+            shown = "; ".join(f"{a} of {s!r} in {lang} via {m}" for a, s, lang, m in items[:limit])
+            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+            out.append(Change(new.name, "coverage", direction, f"{verb}: {shown}{more}"))
+    return out
+
+
 def _tighter(req: Requirement, old: float, new: float) -> Direction:
     if new == old:
         return "neutral"
@@ -67,6 +93,7 @@ def _policy_changes(old: Policy, new: Policy) -> list[Change]:
         out += _set_changes(name, field, _union(old, "refuse", field),
                             _union(new, "refuse", field), grow="stricter", shrink="looser",
                             noun=noun)
+    out += _coverage_changes(old, new)
     out += _set_changes(name, "subjects", _union(old, "anonymize", "subjects"),
                         _union(new, "anonymize", "subjects"), grow="stricter", shrink="looser",
                         noun="anonymized subjects")
