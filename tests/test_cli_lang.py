@@ -119,15 +119,32 @@ def test_diff_against_a_git_revision(tmp_path, capsys) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     policy = repo / "p.gate"
-    policy.write_text(REF.read_text())
+    policy.write_text(REF.read_text().replace(
+        'subjects protected = ["Alice Okafor", "Chen Moreau", "王秀英"]',
+        'subjects protected = from "people.csv" column "name"'))
+    (repo / "people.csv").write_text("name\nAlice Okafor\nChen Moreau\n")
     env = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "p.gate"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "p.gate", "people.csv"], cwd=repo, check=True)
     subprocess.run(["git", *env, "commit", "-q", "-m", "policy"], cwd=repo, check=True)
-    policy.write_text(REF.read_text().replace("leakage(heldout) <= 5%", "leakage(heldout) <= 1%"))
+    policy.write_text(policy.read_text().replace("leakage(heldout) <= 5%",
+                                                  "leakage(heldout) <= 1%"))
+    (repo / "people.csv").write_text("name\nAlice Okafor\nChen Moreau\nPriya Raman\n")
     code, out, err = run(capsys, "diff", "--git", "HEAD", str(policy))
     assert code == 0, err
     assert "leakage(heldout) <= 5% -> 1% (tightened)" in out
+    # The subject file is read at the same revision as the policy.
+    assert "refused subjects added: Priya Raman  [stricter]" in out
+    policy.write_text("gatelang 1\n")
+    subprocess.run(["git", "add", "p.gate"], cwd=repo, check=True)
+    subprocess.run(["git", *env, "commit", "-q", "-m", "broken"], cwd=repo, check=True)
+    code, _, err = run(capsys, "diff", "--git", "HEAD~1", str(policy))
+    assert code == 0, err
+    policy.write_text("gatelang 1\npolicy {\n")
+    subprocess.run(["git", *env, "commit", "-qam", "broken"], cwd=repo, check=True)
+    policy.write_text("gatelang 1\n")
+    code, _, err = run(capsys, "diff", "--git", "HEAD", str(policy))
+    assert code == 2 and "HEAD:p.gate:2:8: error[G001]" in err
     code, _, err = run(capsys, "diff", "--git", "nosuchrev", str(policy))
     assert code == 1 and "git:" in err
 

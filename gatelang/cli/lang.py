@@ -251,45 +251,76 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _git_show(rev: str, path: str) -> str:
-    p = Path(path).resolve()
+def _git(args: list[str], cwd: Path, what: str) -> bytes:
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=p.parent,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        rel = p.relative_to(Path(top).resolve()).as_posix()
-        shown = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=top, capture_output=True,
-                               check=True)
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True).stdout
     except FileNotFoundError:
         raise GatelangError("git is not installed") from None
     except subprocess.CalledProcessError as exc:
-        msg = (exc.stderr or b"").decode(errors="replace").strip() if isinstance(
-            exc.stderr, bytes) else (exc.stderr or "").strip()
-        raise GatelangError(f"git: cannot read {path} at {rev}: {msg}") from None
+        msg = (exc.stderr or b"").decode(errors="replace").strip()
+        raise GatelangError(f"git: cannot read {what}: {msg}") from None
+
+
+def _git_tree(rev: str, path: str, into: Path) -> tuple[Path, Path]:
+    """Extract the policy's folder as it is at `rev` into `into`; (policy path, its folder).
+
+    The whole folder is taken so imports and subject files are read at the same revision as
+    the policy (a changed people.csv shows up in the diff).
+    """
+    import io
+    import tarfile
+
+    p = Path(path).resolve()
+    if not p.parent.is_dir():
+        raise GatelangError(f"{path}: its folder does not exist")
+    top = Path(_git(["rev-parse", "--show-toplevel"], p.parent, "the repository")
+               .decode().strip()).resolve()
+    try:
+        folder = p.parent.relative_to(top).as_posix() or "."
     except ValueError:
         raise GatelangError(f"{path} is not inside a git repository") from None
-    try:
-        return shown.stdout.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise GatelangError(f"{path} at {rev} is not UTF-8 text") from None
+    data = _git(["archive", "--format=tar", rev, "--", folder], top, f"{folder} at {rev}")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+        else:  # pragma: no cover - Python without extraction filters
+            tar.extractall(into)  # noqa: S202 - members come from our own git archive
+    base = into / folder
+    old = base / p.name
+    if not old.is_file():
+        raise GatelangError(f"git: {path} does not exist at {rev}")
+    return old, base
+
+
+def _relabel(exc: DiagnosticError, tmp: Path, label: str) -> DiagnosticError:
+    """Diagnostics of the old version name `REV:path`, not the temporary folder."""
+    prefix = str(tmp) + "/"
+
+    def fix(name: str) -> str:
+        return label + name[len(prefix):] if name.startswith(prefix) else name
+
+    diags = [Diagnostic(d.code, d.message,
+                        d.span.model_copy(update={"file": fix(d.span.file)}) if d.span else None,
+                        d.hint, d.severity) for d in exc.diagnostics]
+    return DiagnosticError(diags, {fix(k): v for k, v in exc.sources.items()})
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from gatelang.ir import load, loads
+    from gatelang.ir import load
     from gatelang.ir.diff import diff_ir, render_changes
 
     if args.git:
         if args.new is not None:
             raise GatelangError("with --git give one file: gatelang diff --git REV POLICY")
-        text = _git_show(args.git, args.old)
-        # Parse under the working-tree name so `use` and subject files resolve beside it.
-        try:
-            old = loads(text, args.old)
-        except DiagnosticError as exc:
-            for d in exc.diagnostics:
-                if d.span is not None:
-                    print(f"(in {args.git}:{args.old})", file=sys.stderr)
-                    break
-            raise
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gatelang-diff-") as tmp:
+            tmp_path = Path(tmp).resolve()
+            old_path, old_root = _git_tree(args.git, args.old, tmp_path)
+            try:
+                old = load(old_path, root=old_root)
+            except DiagnosticError as exc:
+                raise _relabel(exc, tmp_path, f"{args.git}:") from None
         new = load(args.old)
     else:
         if args.new is None:
