@@ -7,6 +7,7 @@ padding stays small; results come back in input order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +23,38 @@ def _order(items: Sequence[Any], adapter: Any) -> list[int]:
         return (getattr(it, "image", None) is not None, len(it.prompt.encode("utf-8")))
 
     return sorted(range(len(items)), key=key)
+
+
+@contextmanager
+def cpu_threads(device: torch.device) -> Iterator[int]:
+    """Intra-op threads for CPU decoding: one when the machine is oversubscribed.
+
+    Decoding runs hundreds of small matmuls per token; each is an OpenMP parallel region whose
+    barrier waits for every thread. When other processes keep the cores busy, a descheduled
+    thread stalls every region (measured 4-5x slower generation with 2 threads than with 1 on
+    a loaded 2-core machine). GATELANG_NUM_THREADS overrides the choice.
+    """
+    before = torch.get_num_threads()
+    wanted = before
+    if device.type == "cpu":
+        env = os.environ.get("GATELANG_NUM_THREADS")
+        if env and env.isdigit() and int(env) > 0:
+            wanted = int(env)
+        else:
+            cores = os.cpu_count() or 1
+            try:
+                load = os.getloadavg()[0]
+            except (OSError, AttributeError):
+                load = 0.0
+            if load >= cores + 1:
+                wanted = 1
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
@@ -48,7 +81,7 @@ def generate(
     answers: list[str] = [""] * len(items)
     order = _order(items, adapter)
     eos = [t for t in _eos_ids(loaded) if t is not None]
-    with _progress(len(items), desc, progress) as bar:
+    with _progress(len(items), desc, progress) as bar, cpu_threads(loaded.device):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = adapter.encode([items[i] for i in idx], template=template).to(loaded.device, loaded.dtype)
