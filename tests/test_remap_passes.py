@@ -96,3 +96,35 @@ def test_unknown_subject_is_a_plan_error(loaded):
                             "params": {"steps": 1}})
     with pytest.raises(PlanError, match="Nobody Atall"):
         get_pass("gate.remap_text")().run(ctx, node, {})
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    from gatelang.models import load_model
+    from gatelang.models.tiny import build_tiny_checkpoint
+
+    folder = build_tiny_checkpoint("llava", tmp_path_factory.mktemp("llava") / "tiny")
+    return load_model(str(folder), device="cpu")
+
+
+def test_remap_image_on_a_vlm_trains_only_the_vision_tower(tiny_llava):
+    ctx = PassContext(loaded=tiny_llava, options={"max_new_tokens": 2, "verify_max_items": 4})
+    node = NodeSpec(id="g", op="gate.remap_image", kind="gate",
+                    params={"subjects": ["Alice Okafor"], "encoder": "vision_tower",
+                            "params": {"steps": 4, "lr": 0.01}})
+    base = {n: p.detach().clone() for n, p in tiny_llava.model.named_parameters()}
+    gate = get_pass("gate.remap_image")().run(ctx, node, {})
+    assert all(torch.equal(p, base[n]) for n, p in tiny_llava.model.named_parameters())
+    changed = [k.removeprefix("weight:") for k in gate.tensors]
+    assert changed and all(n.startswith("model.vision_tower.") for n in changed)
+    assert not any("norm" in n for n in changed)
+    assert gate.data["loss_last"]["target"] < gate.data["loss_first"]["target"]
+
+    verify = NodeSpec(id="v", op="verify.identity_inference", kind="verify",
+                      params={"subjects": ["Alice Okafor"], "encoders": ["image"]})
+    res = get_pass("verify.identity_inference")().run(ctx, verify, {"gate": gate})
+    assert res.data["check"] == "identification"
+    assert res.data["items"] and all(i["subject"] == "alice-okafor" for i in res.data["items"])
+    assert all(i["after"] in ("identified", "anonymous") for i in res.data["items"])
+    other = next(m for m in res.data["metrics"] if m["group"] == "other")
+    assert other["n"] == 4
