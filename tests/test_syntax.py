@@ -172,3 +172,16 @@ def test_very_long_lines_are_shown_as_a_window_around_the_span() -> None:
     shown, caret = text.splitlines()[1:3]
     assert len(shown) < 200 and shown.count("…") == 1
     assert caret.index("^") == shown.index('"z"')
+
+
+def test_names_may_use_any_script() -> None:
+    src = ('gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n'
+           'subjects 客户 = ["王秀英"]\npolicy 保护 {\n'
+           '  refuse home_address about 客户 in zh via text\n}\n')
+    gate = check_text(src, "u.gate")
+    assert gate.ir is not None and "客户" in gate.ir.subject_sets
+    as_yaml = format_source(parse_source(src, "u.gate"), "yaml")
+    again = check_text(as_yaml, "u.yaml")
+    assert again.ir is not None and again.ir.semantic_dump() == gate.ir.semantic_dump()
+    with pytest.raises(DiagnosticError):
+        parse_gate('gatelang 1\nsubjects 1abc = ["x"]\n', "d.gate")  # no leading digit

@@ -19,7 +19,7 @@ from gatelang.syntax.source import parse_source, read_source, syntax_of
 
 WIDTH = 100
 INDENT = "  "
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+_NAME = re.compile(r"(?!\d)\w[\w\-]*")
 _YAML_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
 
 
@@ -291,7 +291,7 @@ def _y(text: str, *, force_quote: bool = False) -> str:
         not force_quote
         and text
         and text.lower() not in _YAML_RESERVED
-        and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-./() %<>=]*", text) is not None
+        and re.fullmatch(r"[^\W\d][\w\-./() %<>=]*", text) is not None
         and not text.endswith((" ", ":"))
         and ": " not in text
         and " #" not in text

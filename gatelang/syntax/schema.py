@@ -13,7 +13,7 @@ from gatelang.stdlib import load_stdlib
 from gatelang.syntax.names import ALL, ENCODERS, MODALITIES, PRESERVATIONS
 
 SCHEMA_ID = "https://gatelang.dev/schema/policy-1.json"
-_NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+_NAME = r"^[^\W\d][\w\-]*$"
 
 
 def _names(values) -> dict[str, Any]:

@@ -25,7 +25,7 @@ RULE_KEYS = {
 }
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _PERCENT = re.compile(r"-?[0-9]+(\.[0-9]+)?%")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+_NAME = re.compile(r"(?!\d)\w[\w\-]*")
 
 
 class _Shape(Exception):
