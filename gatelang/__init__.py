@@ -27,8 +27,9 @@ _API: dict[str, str] = {
     "ModelCapabilities": "gatelang.planner:ModelCapabilities",
     "TINY_LLAVA_CAPABILITIES": "gatelang.planner:TINY_LLAVA_CAPABILITIES",
     # source tools -----------------------------------------------------------------------------
-    "fmt": "gatelang.syntax.format:fmt",  # path or text -> canonical text
+    "fmt": "gatelang.syntax.format:fmt",  # path -> canonical text (format_text for text)
     "convert": "gatelang.syntax.format:convert",  # path -> text in the other syntax
+    "format_text": "gatelang.syntax.format:format_text",  # text -> canonical text
     "diff": "gatelang.ir.diff:diff",  # (old, new) -> list[Change]
     "json_schema": "gatelang.syntax.schema:json_schema",  # JSON Schema of the YAML form
     # errors -----------------------------------------------------------------------------------
@@ -71,5 +72,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from gatelang.planner import TINY_LLAVA_CAPABILITIES, ModelCapabilities, Plan, plan  # noqa: F401
     from gatelang.planner.api import compile  # noqa: F401
     from gatelang.report.api import apply, load_patch, verify_lock  # noqa: F401
-    from gatelang.syntax.format import convert, fmt  # noqa: F401
+    from gatelang.syntax.format import convert, fmt, format_text  # noqa: F401
     from gatelang.syntax.schema import json_schema  # noqa: F401
