@@ -56,6 +56,7 @@ CASES: dict[str, dict[str, str]] = {
     "G126": {"policy.gate": HEAD + 'policy p {\n  refuse email about "Alice Okafor" in en via scene\n}\n'},
     "G128": {"policy.gate": HEAD + OK_POLICY.replace("via text\n", "via text\n  require { locality >= 95% }\n")},
     "G201": {"policy.gate": HEAD + 'subjects s = ["Alice Okafor", "Alice Okafor"]\n'},
+    "G203": {"policy.gate": HEAD + 'policy p {\n  anonymize "Alice Okafor" in image encoder\n  keep utility\n}\n'},
     "G202": {"policy.gate": HEAD + OK_POLICY.replace("via text\n", "via text\n  require { refusal <= 95% }\n")},
 }
 

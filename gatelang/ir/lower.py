@@ -452,6 +452,10 @@ class _Lowerer:
         if not edit_rules and not had_errors:
             self.error("G123", f"policy {item.name.text!r} has no refuse or anonymize rule",
                        item.name.span, "add e.g. `refuse home_address about SUBJECTS in en via text`")
+        if "anonymize" in kinds and len(kinds) == 1:
+            for k in keep:
+                self.warn("G203", f"`keep {k.what}` is not verified for anonymize rules", k.span,
+                          "the identity check itself measures benign accuracy of the encoders")
         if len(kinds) > 1:
             first_anon = next(r for r in rules if r.kind == "anonymize")
             self.error("G122", "a policy cannot mix refuse and anonymize rules",
@@ -705,6 +709,8 @@ class _Lowerer:
         """Why a metric cannot be measured for this policy, or None when it can."""
         if name in _PRIVATE_METRICS and not has_refuse:
             return f"{name} is measured on refuse rules"
+        if has_anon and name not in ("identification", "neurons_touched"):
+            return "anonymize rules are measured with identification(image) and neurons_touched"
         if name == "identification" and not has_anon:
             return "identification is measured on anonymize rules"
         if name in _PRIVATE_METRICS and split in _SPLIT_MODALITY and \
