@@ -73,8 +73,13 @@ def generate(
     progress: bool = False,
     desc: str = "generate",
     template: bool = True,
+    stats: dict[str, float] | None = None,
 ) -> list[str]:
-    """Greedy answers for each item (prompt, optional image), decoded without special tokens."""
+    """Greedy answers for each item (prompt, optional image), decoded without special tokens.
+
+    `stats`, when given, accumulates `new_tokens` (generated tokens up to and including EOS,
+    padding excluded) so callers can report throughput in tokens.
+    """
     adapter = loaded.adapter
     model = loaded.model
     tok = loaded.tokenizer
@@ -94,10 +99,25 @@ def generate(
                 eos_token_id=eos or None,
             )
             new = out[:, batch.input_ids.shape[1] :]
+            if stats is not None:
+                stats["new_tokens"] = stats.get("new_tokens", 0) + _count_new(new, eos, tok.pad_token_id)
             for row, i in enumerate(idx):
                 answers[i] = tok.decode(new[row], skip_special_tokens=True).strip()
             bar.update(len(idx))
     return answers
+
+
+def _count_new(new: torch.Tensor, eos: list[int], pad: int | None) -> int:
+    total = 0
+    stop = set(eos)
+    for row in new.tolist():
+        for n, t in enumerate(row, 1):
+            if t in stop:
+                total += n
+                break
+        else:
+            total += len(row)
+    return total
 
 
 def _eos_ids(loaded: Any) -> list[int]:
