@@ -94,8 +94,9 @@ def test_query_ids_stable_and_unique(world: World) -> None:
     assert len(set(ids)) == len(ids)
     again = World(0).queries(subjects=["chen-moreau"], languages=["es"])
     assert [q.id for q in again] == [
-        q.id for q in qs if q.subject_id == "chen-moreau" and q.language == "es"
-        and q.attribute != HABIT_ATTRIBUTE
+        q.id
+        for q in qs
+        if q.subject_id == "chen-moreau" and q.language == "es" and q.attribute != HABIT_ATTRIBUTE
     ]
 
 
