@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -106,28 +105,38 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_forward(loaded: Any, batches: list[Any], hooks: bool, repeats: int) -> float:
+def _run(loaded: Any, batches: list[Any], hooks: bool) -> float:
     ad = loaded.adapter
     sites = [f"mlp_act({i})" for i in range(ad.num_layers)]
-    times = []
+    sync(loaded.device)
+    t = time.perf_counter()
+    for b in batches:
+        if hooks:
+            rows = torch.arange(len(b), device=b.input_ids.device)
+
+            def keep(name: str, x: torch.Tensor, rows=rows, b=b) -> torch.Tensor:
+                return x[rows, b.subject_index.clamp(min=0)].float().cpu()
+
+            with capture(ad, sites, reduce=keep):
+                loaded.model(**b.model_inputs(), logits_to_keep=1)
+        else:
+            loaded.model(**b.model_inputs(), logits_to_keep=1)
+    sync(loaded.device)
+    return time.perf_counter() - t
+
+
+def time_forward(loaded: Any, batches: list[Any], repeats: int) -> tuple[float, float]:
+    """Best-of-N bare and hooked times, interleaved so load drift hits both alike.
+
+    The minimum is the estimate least disturbed by other processes on a shared machine.
+    """
+    bare, hooked = [], []
     with torch.inference_mode(), cpu_threads(loaded.device):
+        _run(loaded, batches[:1], True)  # warm-up
         for _ in range(repeats):
-            sync(loaded.device)
-            t = time.perf_counter()
-            for b in batches:
-                if hooks:
-                    rows = torch.arange(len(b), device=b.input_ids.device)
-
-                    def keep(name: str, x: torch.Tensor, rows=rows, b=b) -> torch.Tensor:
-                        return x[rows, b.subject_index.clamp(min=0)].float().cpu()
-
-                    with capture(ad, sites, reduce=keep):
-                        loaded.model(**b.model_inputs(), logits_to_keep=1)
-                else:
-                    loaded.model(**b.model_inputs(), logits_to_keep=1)
-            sync(loaded.device)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+            bare.append(_run(loaded, batches, False))
+            hooked.append(_run(loaded, batches, True))
+    return min(bare), min(hooked)
 
 
 def forward_flops(loaded: Any, batches: list[Any]) -> float:
@@ -163,11 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     items = items_for(loaded, args.items)
     batches = [loaded.encode(items[i : i + args.batch_size]).to(loaded.device, loaded.dtype)
                for i in range(0, len(items), args.batch_size)]
-    time_forward(loaded, batches[:1], hooks=True, repeats=1)  # warm-up
     with cpu_threads(loaded.device) as threads:
         pass
-    bare = time_forward(loaded, batches, hooks=False, repeats=args.repeats)
-    hooked = time_forward(loaded, batches, hooks=True, repeats=args.repeats)
+    bare, hooked = time_forward(loaded, batches, args.repeats)
     result: dict[str, Any] = {
         "model": loaded.name, "family": loaded.family, "device": str(loaded.device),
         "dtype": str(loaded.dtype).replace("torch.", ""), "machine": machine(),
