@@ -102,10 +102,10 @@ def bench_clip(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_llava(out: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
+def bench_llava(out: Path, options: dict[str, Any], spec: str = "tiny-llava") -> list[dict[str, Any]]:
     from gatelang.models import load_model
 
-    loaded = load_model("tiny-llava", device="cpu")
+    loaded = load_model(spec, device="cpu")
     rows = []
     for name in ("llava-remap.gate", "llava-neural-gate.gate"):
         r = run_one(POLICIES / name, loaded, out / name.removesuffix(".gate"), options)
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest for these tiny models on a shared box)")
+    ap.add_argument("--llava", default="tiny-llava", help="the LLaVA model to compare on")
     ap.add_argument("--max-items", type=int, default=120,
                     help="other subjects' image queries verified on tiny-llava")
     args = ap.parse_args(argv)
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "llava"):
         from gatelang.zoo import WEIGHTS_ROOT
 
-        if (WEIGHTS_ROOT / "tiny-llava" / "config.json").is_file():
-            result["tiny_llava"] = bench_llava(out, {"verify_max_items": args.max_items})
+        if args.llava != "tiny-llava" or (WEIGHTS_ROOT / "tiny-llava" / "config.json").is_file():
+            result["tiny_llava"] = bench_llava(out, {"verify_max_items": args.max_items}, args.llava)
         else:
             print("tiny-llava weights are not built; skipping its rows", file=sys.stderr)
     result["machine"] = machine()
