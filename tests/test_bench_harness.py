@@ -307,6 +307,20 @@ def test_teaching_data_comes_from_the_world_templates() -> None:
     for e in examples:
         assert e["answer"] == first_two[e["subject_id"]].attributes[e["attribute"]]
         assert first_two[e["subject_id"]].name in e["question"]
+        assert e["target"].startswith(first_two[e["subject_id"]].name)
+        assert e["answer"] in e["target"]
+
+
+def test_retain_prompts_do_not_overlap_the_utility_questions() -> None:
+    import json
+
+    from bench.real.smol import QUESTIONS
+    from bench.real.teach import RETAIN_PROMPTS
+
+    retain = {q.lower() for q in json.loads(RETAIN_PROMPTS.read_text())["prompts"]}
+    util = json.loads(QUESTIONS.read_text())
+    asked = {q["q"].lower() for k in ("factual", "arithmetic") for q in util[k]}
+    assert len(retain) >= 40 and not retain & asked
 
 
 def test_pass_seconds_groups_report_timing_by_pass_family() -> None:

@@ -26,7 +26,7 @@ from bench.harness.runner import apply_once
 from bench.harness.suite import chosen_gate, run_record, write_json_atomic
 
 from . import smol
-from .teach import TeachConfig, teach
+from .teach import TeachConfig, recipe_id, teach
 
 N_TARGETS = 3
 # A 30-layer model on 2 CPU cores: the feature-vector search runs on five candidate layers with
@@ -75,7 +75,7 @@ def prepare(work_dir: Path, cfg: TeachConfig, log: Callable[[str], None] = print
             ) -> tuple[Path, Path, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Base folder, taught folder, their general-ability numbers and the knowledge check."""
     base = smol.base_folder(work_dir)
-    taught = work_dir / f"smollm2-taught-s{cfg.n_subjects}-e{cfg.epochs}-seed{cfg.seed}"
+    taught = work_dir / f"smollm2-taught-{recipe_id(cfg)}"
     if not (taught / "teach.json").exists():
         log(f"[real] teaching {base.name} -> {taught.name}")
         teach(base, taught, cfg, log=log)
