@@ -167,9 +167,15 @@ def _requirement(r: ast.Requirement) -> str:
 
 
 class _Out:
-    def __init__(self, comments: _Comments) -> None:
+    def __init__(self, comments: _Comments, *, yaml: bool = False) -> None:
         self.lines: list[str] = []
         self.c = comments
+        if yaml:
+            # YAML may not hold control characters even in comments: show them escaped.
+            for notes in self.c.notes.values():
+                notes.leading = [_yaml_comment(x) for x in notes.leading]
+                notes.trailing = [_yaml_comment(x) for x in notes.trailing]
+            self.c.tail = [_yaml_comment(x) for x in self.c.tail]
 
     def line(self, indent: str, text: str, *keys: object, blank: bool = False,
              comment_indent: str | None = None) -> None:
@@ -286,6 +292,18 @@ def _gate_item(out: _Out, it: ast.PolicyItem, keyed: _Keyed) -> None:
 # -- YAML ------------------------------------------------------------------------------------
 
 
+_YAML_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _yq(text: str) -> str:
+    """A YAML double-quoted scalar: JSON escapes, plus escapes for what YAML may not hold raw."""
+    return _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", _q(text))
+
+
+def _yaml_comment(text: str) -> str:
+    return _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _y(text: str, *, force_quote: bool = False) -> str:
     plain_ok = (
         not force_quote
@@ -296,7 +314,7 @@ def _y(text: str, *, force_quote: bool = False) -> str:
         and ": " not in text
         and " #" not in text
     )
-    return text if plain_ok else _q(text)
+    return text if plain_ok else _yq(text)
 
 
 def _ylist(items, *, subjects: bool = False) -> str:
@@ -307,7 +325,7 @@ def format_yaml(src: ast.SourceFile) -> str:
     """Canonical YAML text for a parsed file (either syntax); comments are kept."""
     keyed = _Keyed()
     units = [(keyed(k[0], k[1]) if isinstance(k, tuple) else k, s) for k, s in _units(src)]
-    out = _Out(_Comments(src, units, _ends(src, keyed)))
+    out = _Out(_Comments(src, units, _ends(src, keyed)), yaml=True)
     out.line("", f"gatelang: {src.header.version}", src.header)
     uses = [i for i in src.items if isinstance(i, ast.Use)]
     sets = [i for i in src.items if isinstance(i, ast.SubjectsDef)]
@@ -316,7 +334,7 @@ def format_yaml(src: ast.SourceFile) -> str:
         out.lines.extend(out.take_leading(uses[0]))
         out.line("", "use:")
         for u in uses:
-            text = f"file: {_q(u.target.text)}" if u.is_file else u.target.text
+            text = f"file: {_yq(u.target.text)}" if u.is_file else u.target.text
             out.line(INDENT, f"- {text}", u)
     if sets:
         lead = out.take_leading(sets[0])
@@ -327,16 +345,16 @@ def format_yaml(src: ast.SourceFile) -> str:
         for s in sets:
             if s.members is None:
                 assert s.file is not None
-                col = f", column: {_q(s.column.text)}" if s.column else ""
-                out.line(INDENT, f"{s.name.text}: {{from: {_q(s.file.text)}{col}}}", s)
+                col = f", column: {_yq(s.column.text)}" if s.column else ""
+                out.line(INDENT, f"{s.name.text}: {{from: {_yq(s.file.text)}{col}}}", s)
                 continue
-            one = f"{s.name.text}: [" + ", ".join(_q(m.text) for m in s.members) + "]"
+            one = f"{s.name.text}: [" + ", ".join(_yq(m.text) for m in s.members) + "]"
             if len(INDENT + one) <= WIDTH and not any(out.c.of(m).leading for m in s.members):
                 out.line(INDENT, one, s, *s.members)
             else:
                 out.line(INDENT, f"{s.name.text}:", s)
                 for m in s.members:
-                    out.line(INDENT * 2, f"- {_q(m.text)}", m)
+                    out.line(INDENT * 2, f"- {_yq(m.text)}", m)
     if policies:
         lead = out.take_leading(policies[0])
         if out.lines and out.lines[-1]:
@@ -397,7 +415,7 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
 
 def _yaml_value(v: ast.Value) -> str:
     if v.kind == "string":
-        return _q(str(v.value))
+        return _yq(str(v.value))
     return v.raw
 
 
