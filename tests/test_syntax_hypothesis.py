@@ -113,3 +113,17 @@ def test_gate_to_yaml_and_back_keeps_meaning(text: str) -> None:
     assert (gate_ir is None) == (yaml_ir is None)
     if gate_ir is not None:
         assert gate_ir.semantic_dump() == yaml_ir.semantic_dump()
+
+
+@SETTINGS
+@given(mutated(YAML))
+def test_yaml_fmt_is_idempotent_and_keeps_meaning(text: str) -> None:
+    try:
+        once = format_text(text, "m.yaml")
+    except DiagnosticError:
+        return
+    assert format_text(once, "m.yaml") == once
+    before, after = check_text(text, "m.yaml"), check_text(once, "m.yaml")
+    assert (before.ir is None) == (after.ir is None)
+    if before.ir is not None:
+        assert before.ir.semantic_dump() == after.ir.semantic_dump()
