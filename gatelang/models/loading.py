@@ -247,8 +247,11 @@ def _check_memory(files: list[Path], device: torch.device, dtype: torch.dtype) -
     on_disk = sum(f.stat().st_size for f in files)
     if not on_disk:
         return False
-    # Weights are usually stored in 16 bits; fp32 doubles them.
+    # Weights are usually stored in 16 bits; fp32 doubles them. GGUF files are quantised
+    # (about 4.5 bits a weight) and dequantised on load.
     need = on_disk * (2 if dtype == torch.float32 else 1)
+    if files[0].suffix == ".gguf":
+        need *= 4
     if device.type == "cuda":
         free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
         one = torch.cuda.mem_get_info(device.index or 0)[0]
@@ -346,7 +349,12 @@ def load_model(
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     shard = _check_memory(files, dev, torch_dtype)
-    model, tokenizer, processor = _load_hf(resolved, adapter_cls, dev, torch_dtype, shard, trust_remote_code)
+    sha = weights_sha256(files)
+    cached = _gguf_cache_folder(sha, torch_dtype) if resolved.gguf_file else None
+    source = ResolvedSpec(resolved.name, cached) if cached and (cached / "config.json").is_file() else resolved
+    model, tokenizer, processor = _load_hf(source, adapter_cls, dev, torch_dtype, shard, trust_remote_code)
+    if cached is not None and source is resolved:
+        _save_gguf_cache(model, tokenizer, cached)
     adapter = adapter_cls(model, tokenizer, processor)
     return LoadedModel(
         model=model,
@@ -354,11 +362,38 @@ def load_model(
         processor=adapter.processor,
         adapter=adapter,
         name=resolved.name,
-        weights_sha256=weights_sha256(files),
+        weights_sha256=sha,
         device=dev if not shard else torch.device("cuda:0"),
         dtype=torch_dtype,
         path=resolved.folder / resolved.gguf_file if resolved.gguf_file else resolved.folder,
     )
+
+
+def _gguf_cache_folder(sha: str, dtype: torch.dtype) -> Path | None:
+    """Where a dequantised GGUF checkpoint is kept, so only the first load pays for it.
+
+    Dequantising SmolLM2-135M takes 15-60 s on 2 cores; reading the cached safetensors takes
+    about one. The model's identity stays the GGUF file's hash. GATELANG_GGUF_CACHE=0 disables.
+    """
+    if os.environ.get("GATELANG_GGUF_CACHE", "1") == "0":
+        return None
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gatelang" / "gguf"
+    return root / f"{sha[:24]}-{str(dtype).replace('torch.', '')}"
+
+
+def _save_gguf_cache(model: torch.nn.Module, tokenizer: Any, folder: Path) -> None:
+    import shutil
+
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except (OSError, ValueError, RuntimeError, TypeError):
+        pass  # a cache only; the next load dequantises again
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_hf(
