@@ -13,14 +13,24 @@ def _fmt(n: int) -> str:
 
 
 def _touches(plan: Plan, node: PlanNode) -> str:
+    """What a gate may change, in the model's own units, for reviewers of the plan."""
     p = node.params
+    mp = p.get("params", {})
     if node.op.startswith("gate.remap"):
         return f"{p.get('encoder')} ({len(p.get('subjects', []))} subjects)"
-    layer = p.get("params", {}).get("layer", "auto")
-    where = "auto-selected decoder layer" if layer == "auto" else f"decoder layer {layer}"
+    units = plan.model.intermediate_size
+    layers = plan.model.num_layers
     if node.op == "gate.deactivate":
-        return f"MLP down-projection columns, all {plan.model.num_layers} layers"
-    return f"MLP down-projection of one {where}"
+        return (f"zeroes at most {mp.get('top_k', '?')} MLP units (down-projection columns) "
+                f"of {units * layers} in {layers} layers")
+    layer = mp.get("layer", "auto")
+    where = "one auto-selected decoder layer" if layer == "auto" else f"decoder layer {layer}"
+    if node.op == "gate.finetune" or "sparsity" not in mp:
+        return f"MLP down-projection of {where}, all {units} units"
+    dims = plan.model.hidden_size  # the gate selects residual dimensions (output rows)
+    gate = max(1, int(float(mp["sparsity"]) * dims))
+    return (f"MLP down-projection of {where}, through a gate of at most {gate} of {dims} "
+            "residual dimensions")
 
 
 def render_text(plan: Plan) -> str:
