@@ -7,6 +7,7 @@ clear message and exit without a traceback. Source-level problems carry `Diagnos
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,10 +76,22 @@ class Diagnostic:
                     width = max(1, min(width, len(line) - col + 1))
                 gutter = f"{s.line:>4} | "
                 lines.append(gutter + line)
-                lines.append(" " * (len(gutter) - 2) + "| " + " " * (col - 1) + "^" * width)
+                pad = _pad(line[: col - 1])
+                carets = "^" * max(1, _width(line[col - 1 : col - 1 + width]))
+                lines.append(" " * (len(gutter) - 2) + "| " + pad + carets)
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    """Terminal columns of `text`: wide (CJK) characters take two, so carets line up."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(prefix: str) -> str:
+    # Keep tabs as tabs so the caret lands under the same column the terminal shows.
+    return "".join(ch if ch == "\t" else " " * _width(ch) for ch in prefix)
 
 
 class GatelangError(Exception):

@@ -121,3 +121,12 @@ def test_every_code_in_the_source_is_documented() -> None:
     documented = set(re.findall(r"\| (G\d{3}) \|",
                                 (root / "specs" / "diagnostics.md").read_text(encoding="utf-8")))
     assert used and used <= documented, sorted(used - documented)
+
+
+def test_caret_lines_up_under_wide_characters() -> None:
+    from gatelang.ir import check_text
+
+    text = check_text('gatelang 1\nsubjects s = ["王秀英" "x"]\n', "u.gate").render()
+    source, caret = text.splitlines()[1:3]
+    # 王秀英 takes six terminal columns: the caret sits under "x", not three columns early.
+    assert caret.index("^") == source.index('"x"') + 3
