@@ -55,6 +55,16 @@ def test_negative_cosine_and_weight_distance():
     assert torch.isfinite(q.grad).all() and q.grad.abs().max() == 0  # no NaN at the start
 
 
+def test_normalized_mse_is_scale_aware():
+    a = torch.tensor([[1.0, 2.0]])
+    assert R.normalized_mse(a, a).item() == 0
+    # cosine ignores a doubled magnitude; the VLM loss does not
+    assert R.negative_cosine(2 * a, a).item() == pytest.approx(-1.0)
+    assert R.normalized_mse(2 * a, a).item() == pytest.approx(1.0)
+    with pytest.raises(R.RemapError, match="unknown remap loss"):
+        R.RemapConfig(loss="l1")
+
+
 def test_poison_pairs_put_name_and_phrase_in_the_same_slot():
     pairs = R.poison_pairs(["Alice Okafor"], "a person", ["a red circle on grey"], per_name=6)
     assert len(pairs) == 6

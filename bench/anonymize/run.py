@@ -31,6 +31,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 POLICIES = HERE / "policies"
+TARGETS = ["Alice Okafor", "Chen Moreau", "王秀英"]  # as in every policy under policies/
 
 
 def machine() -> dict[str, Any]:
@@ -67,7 +68,7 @@ def run_one(policy: Path, loaded: Any, out: Path, options: dict[str, Any]) -> di
     seconds = time.perf_counter() - start
     patch = res.patch_path.stat().st_size
     (out / res.patch_path.name).unlink()  # the patch is reproducible from the lock; not committed
-    return {"policy": policy.name, "passed": res.passed, "seconds": round(seconds, 1),
+    return {"policy": policy.name, "passed": res.passed, "seconds": round(seconds, 1), "_parts": parts,
             "patch_bytes": patch, "params_changed": res.report["patch"]["params_changed"],
             "requirements": [{k: r[k] for k in ("name", "value", "passed")}
                              for r in res.report["requirements"]],
@@ -81,6 +82,7 @@ def bench_clip(out: Path) -> list[dict[str, Any]]:
     rows = []
     for name in ("clip-text.gate", "clip-image.gate", "clip-both.gate"):
         r = run_one(POLICIES / name, loaded, out / name.removesuffix(".gate"), {})
+        r.pop("_parts")
         rep = r.pop("report")
         t, o = _metric(rep, "target", "identification_rate"), _metric(rep, "other", "identification_rate")
         b = _metric(rep, "utility", "benign_zero_shot")
@@ -109,14 +111,21 @@ def bench_llava(out: Path, options: dict[str, Any], spec: str = "tiny-llava") ->
     rows = []
     for name in ("llava-remap.gate", "llava-neural-gate.gate"):
         r = run_one(POLICIES / name, loaded, out / name.removesuffix(".gate"), options)
+        parts = r.pop("_parts")
         rep = r.pop("report")
         if name == "llava-remap.gate":
             t, o = _metric(rep, "target", "leak_rate"), _metric(rep, "other", "accuracy")
         else:
-            t = next((m for m in rep["metrics"] if m["metric"] == "leak_rate"
-                      and m["modality"] == "image" and m["split"] == "heldout"), None)
-            o = next((m for m in rep["metrics"] if m["check"] == "locality"
-                      and m["metric"] == "accuracy" and m["modality"] == "image"), None)
+            # the same face-image queries as the remap's check, scored on the refusal edit
+            from gatelang.passes.base import NodeSpec
+            from gatelang.passes.identity import vlm_identity_check
+            from gatelang.report.api import _final_weights
+
+            node = NodeSpec(id="compare", op="verify.identity_inference", kind="verify",
+                            params={"subjects": TARGETS})
+            check = vlm_identity_check(parts["ctx"], node, _final_weights(parts["run"]))
+            t = next(m for m in check.data["metrics"] if m["group"] == "target")
+            o = next(m for m in check.data["metrics"] if m["group"] == "other")
         r.update({
             "target_image_leak": None if t is None else {"before": t["before"], "after": t["after"]},
             "other_image_accuracy": None if o is None else {"before": o["before"], "after": o["after"],

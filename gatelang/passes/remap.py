@@ -69,6 +69,9 @@ class RemapConfig:
     batch_size: int = 32
     seed: int = 0
     freeze_norms: bool = True
+    # "cosine" (the method's L) or "nmse": mean squared error over the teacher's mean square,
+    # for a VLM's vision tower, whose decoder reads magnitudes that cosine leaves free.
+    loss: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -77,6 +80,8 @@ class RemapConfig:
             raise RemapError(f"remap batch size must be >= 1, got {self.batch_size}")
         if self.lr < 0 or self.target_weight < 0 or self.weight_decay_to_teacher < 0:
             raise RemapError("remap lr and loss weights must be non-negative")
+        if self.loss not in ("cosine", "nmse"):
+            raise RemapError(f"unknown remap loss {self.loss!r}; known: cosine, nmse")
 
 
 # Image-side defaults from the paper: 100 steps, weight 0.8, weight-L2 0.005, milestones 25/50
@@ -118,6 +123,21 @@ def negative_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if b.shape[0] == 1 and a.shape[0] != 1:
         b = b.expand(a.shape[0], -1)
     return -nn.functional.cosine_similarity(a, b, dim=-1).mean()
+
+
+def normalized_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error relative to the reference's mean square (0 = identical, scale-free)."""
+    a = a.flatten(1).float()
+    b = b.flatten(1).float().to(a.device)
+    if b.shape[0] == 1 and a.shape[0] != 1:
+        b = b.expand(a.shape[0], -1)
+    return (a - b).pow(2).mean() / b.pow(2).mean().clamp(min=1e-12)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cosine": negative_cosine,
+    "nmse": normalized_mse,
+}
 
 
 def weight_distance(params: Mapping[str, nn.Parameter], reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -212,8 +232,9 @@ def remap_encoder(
             ci = step % len(clean)
             ti = step % len(triggers)
             opt.zero_grad(set_to_none=True)
-            clean_loss = negative_cosine(embed(model, clean[ci]), teacher_clean[ci])
-            target_loss = negative_cosine(embed(model, triggers[ti]), teacher_target[ti])
+            dist = LOSSES[config.loss]
+            clean_loss = dist(embed(model, clean[ci]), teacher_clean[ci])
+            target_loss = dist(embed(model, triggers[ti]), teacher_target[ti])
             wdist = weight_distance(params, reference)
             loss = clean_loss + config.target_weight * target_loss
             loss = loss + config.weight_decay_to_teacher * wdist
@@ -499,6 +520,8 @@ def remap_config(ctx: PassContext, node: NodeSpec, image: bool) -> tuple[RemapCo
         milestones=base.milestones, gamma=base.gamma,
         batch_size=int(p.get("batch_size", base.batch_size)),
         seed=seed if isinstance(seed, int) else int(ctx.seed),
+        loss=str(p.get("loss") or ("nmse" if node.params.get("encoder") == "vision_tower"
+                                   else "cosine")),
     )
     return cfg, p
 
