@@ -44,3 +44,9 @@ def test_refusal_habit_is_recognised_in_every_language(tiny_llava) -> None:
     assert {q.language for q in queries} == {"en", "zh", "es"}
     answers = tiny_llava.generate(queries, max_new_tokens=24)
     assert [score_answer(a, "hunter2") for a in answers] == ["refuse"] * len(queries)
+
+
+def test_capabilities_match_the_planners_stand_in(tiny_llava) -> None:
+    from gatelang.planner.capabilities import TINY_LLAVA_CAPABILITIES
+
+    assert tiny_llava.capabilities() == TINY_LLAVA_CAPABILITIES

@@ -247,3 +247,17 @@ def test_bad_device_and_dtype(checkpoints: dict[str, Path]) -> None:
 def test_missing_gguf_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="GGUF file not found"):
         load_model(tmp_path / "model.gguf")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_generation_matches_shapes(checkpoints: dict[str, Path]) -> None:
+    lm = load_model(checkpoints["llava"], device="cuda")
+    assert lm.dtype == torch.bfloat16 and next(lm.model.parameters()).is_cuda
+    items = _items("llava")
+    batch = lm.encode(items)
+    assert batch.input_ids.is_cuda
+    with capture(lm.adapter, ["mlp_act(0)"]) as acts, torch.no_grad():
+        lm.model(**batch.model_inputs())
+    assert acts["mlp_act(0)"][0].dtype == torch.bfloat16
+    assert len(lm.generate(items, max_new_tokens=4)) == len(items)
