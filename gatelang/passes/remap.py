@@ -92,6 +92,11 @@ IMAGE_DEFAULTS = RemapConfig(
 )
 
 
+# A VLM's vision tower: the decoder is sensitive to small feature changes, so training runs at
+# full rate for most of the steps (x0.1 at 75%), with the scale-aware loss.
+VISION_TOWER_DEFAULTS = RemapConfig(milestones=(0.75,), gamma=0.1, loss="nmse")
+
+
 @dataclass
 class RemapResult:
     """What a remap did: per-step loss terms and the tensors it changed (for the patch)."""
@@ -452,7 +457,7 @@ from gatelang.passes.params import method_params  # noqa: E402
 # Face renderings the passes use, disjoint from the world's queries (variants 0-5) and from
 # identity inference's renderings, so verification sees pictures the edit never trained on.
 TRIGGER_VARIANTS = tuple(range(100, 124))
-CLEAN_VARIANTS = tuple(range(100, 104))
+CLEAN_VARIANTS = tuple(range(100, 108))
 REFERENCE_VARIANTS = tuple(range(200, 202))
 IDENTITY_VARIANTS = tuple(range(1000, 1010))
 
@@ -507,10 +512,12 @@ def remap_config(ctx: PassContext, node: NodeSpec, image: bool) -> tuple[RemapCo
     """The method preset (stdlib `remap`) with the policy's overrides.
 
     Steps, lr and loss weights come from the policy for both encoders; the learning-rate
-    schedule is the method's own per side (text: x0.5 at 50%/75%, image: x0.1 at 25%/50%).
+    schedule is the method's own per side (text: x0.5 at 50%/75%, image: x0.1 at 25%/50%;
+    a VLM's vision tower: x0.1 at 75%, with the scale-aware loss).
     """
     p = method_params(ctx, "remap", node.params)
-    base = IMAGE_DEFAULTS if image else RemapConfig()
+    tower = node.params.get("encoder") == "vision_tower"
+    base = VISION_TOWER_DEFAULTS if tower else IMAGE_DEFAULTS if image else RemapConfig()
     seed = node.params.get("seed", ctx.seed)
     cfg = RemapConfig(
         steps=int(p.get("steps", base.steps)),
@@ -520,8 +527,7 @@ def remap_config(ctx: PassContext, node: NodeSpec, image: bool) -> tuple[RemapCo
         milestones=base.milestones, gamma=base.gamma,
         batch_size=int(p.get("batch_size", base.batch_size)),
         seed=seed if isinstance(seed, int) else int(ctx.seed),
-        loss=str(p.get("loss") or ("nmse" if node.params.get("encoder") == "vision_tower"
-                                   else "cosine")),
+        loss=str(p.get("loss") or base.loss),
     )
     return cfg, p
 
