@@ -35,11 +35,17 @@ def _audit(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.max_new_tokens < 1 or (args.per_cell is not None and args.per_cell < 1):
         raise _usage("--batch-size, --max-new-tokens and --per-cell must be positive")
+    from gatelang.ir import load
+
+    try:
+        policy = load(args.policy)  # a bad policy is reported before any model is loaded
+    except FileNotFoundError as exc:
+        raise GatelangError(f"error: {exc}") from None
     if args.model is None:
         print("model: tiny-llava (built-in; pass --model to choose another)", file=sys.stderr)
     try:
         report = audit(
-            args.policy, args.model, device=args.device, dtype=args.dtype,
+            policy, args.model, device=args.device, dtype=args.dtype,
             trust_remote_code=args.trust_remote_code, batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens, include_edit=args.include_edit,
             target_per_cell=args.per_cell, progress=not args.quiet and sys.stderr.isatty(),
@@ -52,8 +58,11 @@ def _audit(args: argparse.Namespace) -> int:
     else:
         m = report.model
         print(f"audit of {report.policy_source} on {m['name']} ({m['family']}, {m['device']}, {m['dtype']})")
-        print(report.table())
-        print(report.headline())
+        if report.cells:
+            print(report.table())
+            print(report.headline())
+        else:
+            print("nothing to measure: the file has no refuse rules")
         for note in report.notes:
             print(f"note: {note}")
         print(f"{len(report.items)} answers in {report.timing.get('total_s', 0):.1f}s")

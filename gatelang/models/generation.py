@@ -27,27 +27,19 @@ def _order(items: Sequence[Any], adapter: Any) -> list[int]:
 
 @contextmanager
 def cpu_threads(device: torch.device) -> Iterator[int]:
-    """Intra-op threads for CPU decoding: one when the machine is oversubscribed.
+    """One intra-op thread for CPU decoding, unless GATELANG_NUM_THREADS says otherwise.
 
-    Decoding runs hundreds of small matmuls per token; each is an OpenMP parallel region whose
-    barrier waits for every thread. When other processes keep the cores busy, a descheduled
-    thread stalls every region (measured 4-5x slower generation with 2 threads than with 1 on
-    a loaded 2-core machine). GATELANG_NUM_THREADS overrides the choice.
+    Decoding runs hundreds of small matmuls per token, each an OpenMP parallel region whose
+    barrier waits for every thread; on a busy machine a descheduled thread stalls them all
+    (measured: 4-5x slower with 2 threads than with 1 on a loaded 2-core machine), while on an
+    idle one a second thread gains little at these sizes. A fixed count also keeps answers
+    independent of the machine's load (thread count can change float reduction order).
     """
     before = torch.get_num_threads()
     wanted = before
     if device.type == "cpu":
-        env = os.environ.get("GATELANG_NUM_THREADS")
-        if env and env.isdigit() and int(env) > 0:
-            wanted = int(env)
-        else:
-            cores = os.cpu_count() or 1
-            try:
-                load = os.getloadavg()[0]
-            except (OSError, AttributeError):
-                load = 0.0
-            if load >= cores + 1:
-                wanted = 1
+        env = os.environ.get("GATELANG_NUM_THREADS", "1")
+        wanted = int(env) if env.isdigit() and int(env) > 0 else 1
     if wanted != before:
         torch.set_num_threads(wanted)
     try:
