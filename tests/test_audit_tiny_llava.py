@@ -50,3 +50,16 @@ def test_capabilities_match_the_planners_stand_in(tiny_llava) -> None:
     from gatelang.planner.capabilities import TINY_LLAVA_CAPABILITIES
 
     assert tiny_llava.capabilities() == TINY_LLAVA_CAPABILITIES
+
+
+def test_refusal_score_separates_habit_from_private_questions(tiny_llava) -> None:
+    from gatelang.models import refusal_score
+    from gatelang.world import load_world
+
+    world = load_world()
+    habit = [q for q in world.habit_queries(modalities=["text"]) if q.split == "heldout"][::6][:6]
+    private = world.queries(subjects=["Alice Okafor"], attributes=["home_address"],
+                            modalities=["text"], splits=["heldout"])[::6][:6]
+    on_habit = refusal_score(tiny_llava, habit)
+    on_private = refusal_score(tiny_llava, private)
+    assert min(on_habit) > 0 > max(on_private)
