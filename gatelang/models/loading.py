@@ -408,6 +408,10 @@ def _load_hf(
     from transformers import AutoProcessor, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
+    if resolved.gguf_file:
+        transformers.logging.enable_progress_bar()  # dequantising takes a while; show it
+    else:
+        transformers.logging.disable_progress_bar()  # loading safetensors is quick
     folder = str(resolved.folder)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
     multimodal = "image" in adapter_cls.modalities
