@@ -261,7 +261,12 @@ class Adapter:
         """The full text the model sees before its answer, image placeholder included."""
         owner = self._chat_template_owner()
         if owner is not None:
-            return self._apply_chat_template(owner, prompt, has_image)
+            try:
+                return self._apply_chat_template(owner, prompt, has_image)
+            except Exception as exc:  # a template that rejects this message shape (jinja errors)
+                if self.default_template == "{prompt}":
+                    raise ModelError(f"the checkpoint's chat template failed: {exc}") from exc
+                # fall back to the family's documented format below
         if has_image:
             if self.default_image_template is None:
                 raise ModelError(f"{self.family} models take no images")
