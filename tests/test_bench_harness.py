@@ -102,8 +102,9 @@ def test_method_params_size_the_random_gate_from_neural_gate() -> None:
     assert rg == {"layer": 3, "sparsity": "6.25%"}
     assert method_params("finetune", quick=False, layer=3) == {"layer": 3}
     assert method_params("neural_gate", quick=False) == {}
-    assert method_params("neural_gate", quick=True)["steps"] < 10
-    assert "ig_steps" in method_params("deactivate", quick=True)
+    # Quick runs shrink data, not training: the presets' steps are kept.
+    assert method_params("neural_gate", quick=True) == {}
+    assert method_params("remap", quick=True)["steps"] < 400
 
 
 def test_rendered_policies_compile_to_the_intended_rule() -> None:

@@ -24,9 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     import gatelang
     from gatelang.errors import GatelangError
 
+    kwargs = dict(model=args.model, out=args.out, device=args.device, seed=args.seed,
+                  options=json.loads(args.options), progress=False)
     try:
-        result = gatelang.apply(args.policy, model=args.model, out=args.out, device=args.device,
-                                seed=args.seed, options=json.loads(args.options), progress=False)
+        try:
+            result = gatelang.apply(args.policy, **kwargs)
+        except TypeError as exc:
+            # A pass whose result the cache cannot store (not JSON-serialisable) still runs
+            # without the cache; the run then has no per-item rows, only the report's cells.
+            if "JSON serializable" not in str(exc):
+                raise
+            print(f"note: result cache failed ({exc}); re-running without the cache",
+                  file=sys.stderr)
+            result = gatelang.apply(args.policy, cache=False, **kwargs)
     except GatelangError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
