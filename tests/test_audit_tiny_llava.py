@@ -63,3 +63,10 @@ def test_refusal_score_separates_habit_from_private_questions(tiny_llava) -> Non
     on_habit = refusal_score(tiny_llava, habit)
     on_private = refusal_score(tiny_llava, private)
     assert min(on_habit) > 0 > max(on_private)
+
+
+def test_weights_hash_is_the_shipped_files_sha256(tiny_llava) -> None:
+    import json
+
+    manifest = json.loads((tiny_llava.path / "gatelang_manifest.json").read_text(encoding="utf-8"))
+    assert tiny_llava.weights_sha256 == manifest["weights_sha256"]

@@ -166,12 +166,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def weights_sha256(files: list[Path]) -> str:
-    """Hash of the weight files' names and bytes; remembered by (path, size, mtime).
+    """The checkpoint's identity: `sha256sum` of its one weight file, or, for sharded
+    checkpoints, sha256 over each shard's name and bytes in name order.
 
-    Multi-gigabyte checkpoints take tens of seconds to hash, and the hash is needed on every
-    run (the lock and the patch name the base they belong to).
+    A single file's hash is the one a reviewer gets from `sha256sum` (and the one the zoo's
+    manifests record). Remembered by (path, size, mtime): multi-gigabyte checkpoints take tens
+    of seconds to hash, and the hash is needed on every run.
     """
-    key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    key = "v2|" + "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     cache: dict[str, str] = {}
     try:
         cache = json.loads(_HASH_CACHE.read_text(encoding="utf-8"))
@@ -181,7 +183,8 @@ def weights_sha256(files: list[Path]) -> str:
         return cache[key]
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f.name.encode() + b"\0")
+        if len(files) > 1:
+            digest.update(f.name.encode() + b"\0")
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(chunk)
