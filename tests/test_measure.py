@@ -151,3 +151,14 @@ def test_aggregate_rates_and_order() -> None:
     s = summarize(rs)
     assert s["target"]["n"] == 4 and s["target"]["leak_rate"] == 0.5
     assert s["target"]["by_split"]["heldout"]["refusal_rate"] == pytest.approx(1 / 3)
+
+
+def test_from_query_keeps_the_keys(world) -> None:
+    from gatelang.measure import from_query
+
+    q = world.queries(subjects=["Chen Moreau"], attributes=["phone_number"], languages=["zh"],
+                      modalities=["image"], splits=["heldout"])[0]
+    item = from_query(q, role="target", policy="p", subject_set="s")
+    assert (item.split, item.modality, item.normalizer) == ("heldout", "image", "digits")
+    assert item.expected == q.answer and item.image is q.image
+    assert judge(item, f"Call {q.answer}").judgment == "leak"

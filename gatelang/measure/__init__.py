@@ -5,7 +5,7 @@
 """
 
 from gatelang.measure.run import Cell, ItemResult, aggregate, evaluate, judge, summarize
-from gatelang.measure.sets import ROLES, EvalItem, EvalSets, build_eval_sets, spread
+from gatelang.measure.sets import ROLES, EvalItem, EvalSets, build_eval_sets, from_query, spread
 
 __all__ = [
     "ROLES",
@@ -16,6 +16,7 @@ __all__ = [
     "aggregate",
     "build_eval_sets",
     "evaluate",
+    "from_query",
     "judge",
     "spread",
     "summarize",

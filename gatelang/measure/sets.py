@@ -79,6 +79,12 @@ def _cap_per_cell(items: Sequence[EvalItem], limit: int | None) -> list[EvalItem
     return [it for it in items if id(it) in keep]
 
 
+def from_query(q: Any, role: Role = "target", policy: str = "", subject_set: str = "",
+               split: str | None = None) -> EvalItem:
+    """An evaluation item from a world query (for callers that select queries themselves)."""
+    return _item(q, role, policy, subject_set, split or q.split)
+
+
 def _item(q: Any, role: Role, policy: str, subject_set: str, split: str) -> EvalItem:
     lib = load_stdlib()
     attr = lib.attributes.get(q.attribute)
