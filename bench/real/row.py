@@ -36,7 +36,8 @@ REAL_OPTIONS: dict[str, Any] = {
     "max_items": 40,
     "edit_max_items": 12,
     "method_overrides": {"layer_candidates": [6, 10, 14, 18, 22], "layer_probe_samples": 1,
-                         "mask_samples": 6, "mask_steps": 10, "ig_steps": 5},
+                         "mask_samples": 6, "mask_steps": 10, "ig_steps": 5,
+                         "reference_width": 11008},
 }
 
 
