@@ -96,7 +96,7 @@ def acceptance(report: dict[str, Any], wall_s: float, rc: int) -> list[dict[str,
 
 def markdown(doc: dict[str, Any]) -> str:
     mach = doc["machine"]
-    lines = ["# Acceptance: `gatelang apply docs/examples/home-address.gate` on tiny-llava", "",
+    lines = [f"# Acceptance: `{' '.join(doc['command'])}` on {doc['model']['name']}", "",
              f"Machine: {mach.get('cpu_model')}, {mach.get('usable_cpus', mach.get('logical_cpus'))} usable CPUs, "
              f"torch {mach.get('torch', '?')}, {doc['date']}.", "",
              f"Command: `{' '.join(doc['command'])}` — exit code {doc['exit_code']}, "
@@ -120,10 +120,21 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--policy", default=str(POLICY.relative_to(ROOT)))
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tag", default="acceptance")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        cmd = ["gatelang", "apply", str(POLICY.relative_to(ROOT)), "--out", str(out), "--quiet",
-               "--no-cache"]
+        cmd = ["gatelang", "apply", args.policy, "--out", str(out), "--quiet", "--no-cache"]
+        if args.model:
+            cmd += ["--model", args.model]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -136,7 +147,7 @@ def main() -> int:
         report = json.loads((out / "report.json").read_text())
     doc = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": ["gatelang", "apply", "docs/examples/home-address.gate"],
+        "command": ["gatelang", "apply", args.policy] + (["--threads", str(args.threads)] if args.threads else []),
         "exit_code": proc.returncode,
         "wall_s": round(wall, 2),
         "peak_rss_mib": round(peak, 1),
@@ -150,8 +161,8 @@ def main() -> int:
         "patch": {k: v for k, v in report["patch"].items() if k != "tensors"},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "acceptance.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    (RESULTS / "acceptance.md").write_text(markdown(doc))
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    (RESULTS / f"{args.tag}.md").write_text(markdown(doc))
     print(markdown(doc))
     return 0
 

@@ -15,6 +15,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default=None, help="output folder (default: gatelang-out/<policy name>)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-cache", action="store_true", help="recompute every pass")
     p.add_argument("--json", action="store_true", help="print report.json's requirements and status")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,7 +56,8 @@ def _apply(args: argparse.Namespace) -> int:
     if args.model is None:
         print("model: tiny-llava (built-in; pass --model to choose another)", file=sys.stderr)
     result = apply(args.policy, model=args.model, out=args.out, device=args.device, seed=args.seed,
-                   cache=not args.no_cache, progress=False if args.quiet else None, log=log)
+                   cache=not args.no_cache, progress=False if args.quiet else None, log=log,
+                   threads=args.threads)
     rep = result.report
     if args.json:
         print(json.dumps({"passed": rep["passed"], "requirements": rep["requirements"],

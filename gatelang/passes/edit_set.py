@@ -143,6 +143,18 @@ def pair_batch(ctx: PassContext, ex: EditExample) -> TokenBatch:
     return encode(ctx, items, targets, [False] + [True] * len(ex.retain))
 
 
+def pairs_batch(ctx: PassContext, examples: Sequence[EditExample]) -> TokenBatch:
+    """Several examples' fine-tune rows in one batch (the `pair_batch` parameter > 1)."""
+    items: list[Any] = []
+    targets: list[str] = []
+    benign: list[bool] = []
+    for ex in examples:
+        items += [as_item(ex.query)] + [as_item(b) for b, _ in ex.retain]
+        targets += [ex.refusal] + [t for _, t in ex.retain]
+        benign += [False] + [True] * len(ex.retain)
+    return encode(ctx, items, targets, benign)
+
+
 def examples_to_json(examples: Sequence[EditExample]) -> list[dict[str, Any]]:
     return [{"query": e.query.id, "refusal": e.refusal,
              "retain": [[b.id, t] for b, t in e.retain]} for e in examples]

@@ -26,7 +26,7 @@ from gatelang.passes.base import (
     weights_of,
 )
 from gatelang.passes.data import edit_queries
-from gatelang.passes.edit_set import build_examples, examples_from_json, pair_batch
+from gatelang.passes.edit_set import build_examples, examples_from_json, pair_batch, pairs_batch
 from gatelang.passes.params import method_params
 
 
@@ -92,7 +92,11 @@ def refusal_edit(
     weight = dict(ctx.model.named_parameters())[name]
     row_mask = gate if (gate is not None and bool(p.get("gate_rows_only", False))) else None
     upstream = weights_of(inputs)
-    pairs = [pair_batch(ctx, ex) for ex in examples]
+    per = max(1, int(p.get("pair_batch", 1) or 1))
+    if per == 1:
+        pairs = [pair_batch(ctx, ex) for ex in examples]
+    else:
+        pairs = [pairs_batch(ctx, examples[k : k + per]) for k in range(0, len(examples), per)]
     col_mask = None
     budget = _fraction(p.get("unit_budget", 1.0))
     if budget < 1.0:
@@ -108,6 +112,7 @@ def refusal_edit(
         delta, losses = gated_finetune(
             ctx.model, module, weight, pairs, gate, steps=steps, lr=_lr(p, ctx),
             kl_factor=float(p["kl_factor"]), epochs=epochs, row_mask=row_mask, col_mask=col_mask,
+            reset_optimizer=bool(p.get("reset_optimizer", True)),
             on_pair=lambda _k, _loss: bar.update(1),
         )
         new_value = weight.detach().clone()

@@ -190,6 +190,7 @@ def apply(
     options: dict[str, Any] | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> ApplyResult:
     """Edit the model so the policy holds, verify it, and write patch + report + lock to `out`.
 
@@ -197,6 +198,10 @@ def apply(
     other failures; a run whose requirements fail returns `passed=False` (exit 3).
     """
     path = Path(policy)
+    if threads:
+        # On a shared or small CPU, fewer intra-op threads than cores avoids oversubscription;
+        # results do not depend on it beyond floating-point summation order.
+        torch.set_num_threads(int(threads))
     out_dir = Path(out) if out is not None else Path("gatelang-out") / path.stem
     parts = run_policy(path, model=model, device=device, seed=seed,
                        cache_dir=(out_dir / CACHE_DIR) if cache else None, options=options,

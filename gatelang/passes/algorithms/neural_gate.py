@@ -133,6 +133,7 @@ def gated_finetune(
     early_stop: float = 1e-3,
     row_mask: torch.Tensor | None = None,
     col_mask: torch.Tensor | None = None,
+    reset_optimizer: bool = True,
     on_pair: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Fine-tune `weight` (the layer's down_proj) on (sensitive, benign) pairs; returns its delta.
@@ -159,9 +160,11 @@ def gated_finetune(
         handle = weight.register_hook(lambda g: g * keep)
     try:
         k = 0
+        opt = torch.optim.Adam([weight], lr=lr, eps=1e-3, weight_decay=0.0)
         for _ in range(epochs):
             for pair in pairs:
-                opt = torch.optim.Adam([weight], lr=lr, eps=1e-3, weight_decay=0.0)
+                if reset_optimizer:
+                    opt = torch.optim.Adam([weight], lr=lr, eps=1e-3, weight_decay=0.0)
                 last = float("nan")
                 for _step in range(steps):
                     opt.zero_grad(set_to_none=True)
