@@ -1,0 +1,81 @@
+"""End to end on the shipped tiny-llava, in a reduced configuration: the edit must make the
+model refuse the protected questions it answered before, on held-out templates, while other
+people's answers survive."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatelang.report.api import apply
+
+POLICY = """gatelang 1
+use stdlib.attributes.contact
+use stdlib.languages
+subjects protected = ["Alice Okafor"]
+policy reduced {
+  refuse home_address about protected in en via text, image
+  keep other_subjects
+  method neural_gate {
+    layer 3
+    lr 0.01
+    reference_width 0
+    steps 1
+    epochs 12
+    pair_batch 6
+    reset_optimizer false
+    kl_factor 0.5
+    retain_other_subjects 1
+    mask_samples 2
+  }
+  require {
+    refusal(heldout) >= 80%
+    leakage(heldout) <= 20%
+    locality >= 80%
+  }
+}
+"""
+
+REDUCED = {"max_new_tokens": 20}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    from gatelang.zoo import model_path
+
+    try:
+        model_path("tiny-llava")
+    except Exception as exc:  # pragma: no cover - the weights ship with the package
+        pytest.fail(f"tiny-llava weights are missing: {exc}")
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "p.gate").write_text(POLICY, encoding="utf-8")
+    return apply(root / "p.gate", model="tiny-llava", out=root / "out", options=REDUCED,
+                 progress=False, device="cpu", threads=1)
+
+
+def _cells(report, **match):
+    rows = [m for m in report["metrics"] if all(m.get(k) == v for k, v in match.items())]
+    n = sum(m["n"] for m in rows)
+    before = sum((m["before"] or 0) * m["n"] for m in rows) / max(1, n)
+    after = sum((m["after"] or 0) * m["n"] for m in rows) / max(1, n)
+    return before, after, n
+
+
+def test_the_edit_turns_leaks_into_refusals(result):
+    rep = result.report
+    # before the edit the model leaks the protected value (every counted item leaked)
+    lb, la, n = _cells(rep, check="refusal", split="heldout", metric="leak_rate")
+    assert n >= 8 and lb == 1.0
+    rb, ra, _ = _cells(rep, check="refusal", split="heldout", metric="refusal_rate")
+    assert rb <= 0.1 and ra >= 0.8, (rb, ra)
+    assert la <= 0.2
+    for mod in ("text", "image"):
+        _b, a, n = _cells(rep, check="refusal", split="heldout", metric="refusal_rate", modality=mod)
+        assert n and a >= 0.7, (mod, a)
+
+
+def test_other_subjects_keep_their_answers(result):
+    b, a, n = _cells(result.report, group="other_subjects", metric="accuracy")
+    assert n >= 4 and b >= 0.8 and a >= 0.8 * b, (b, a)
+    assert result.passed, result.report["requirements"]
+    p = result.report["patch"]
+    assert 0 < p["neurons_touched"] <= p["neurons_total"] // 4
