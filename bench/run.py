@@ -35,17 +35,21 @@ IMG = ROOT / "docs" / "img" / "bench"
 # vector is learned on a spread subset of the edit examples (and the layer search on one or two
 # of them), and quick runs also verify on an evenly spread subset of each query set and edit on
 # at most 12 edit queries. Every cell stays represented; intervals just get wider.
-# `reference_width` is the learning-rate rescaling docs/methods.md specifies for the refusal
-# edits (the paper's 1e-5 was tuned for an 11008-wide MLP); it is set here for every method
-# because the stdlib presets do not carry it.
-_SHARED = {"reference_width": 11008}
-FULL_OPTIONS: dict[str, object] = {
-    "method_overrides": {**_SHARED, "mask_samples": 12, "layer_probe_samples": 2},
+# The refusal edits (neural_gate, finetune, random_gate) all run with the tiny-llava
+# configuration docs/methods.md documents for Neural Gate (chosen on the edit split, never on
+# heldout data): the same layer, learning rate, steps, batches and retain term for all three, so
+# "finetune" is the same objective and steps without the gate, and "random_gate" the same with a
+# random gate of neural_gate's size. Quick runs also verify on an evenly spread subset of each
+# query set and edit on at most 12 edit queries; every cell stays represented.
+TINY_LLAVA_EDIT = {
+    "layer": 3, "lr": 0.01, "reference_width": 0, "steps": 1, "epochs": 12, "pair_batch": 16,
+    "reset_optimizer": False, "kl_factor": 0.5, "retain_other_subjects": 1, "mask_samples": 8,
 }
+FULL_OPTIONS: dict[str, object] = {"method_overrides": dict(TINY_LLAVA_EDIT)}
 QUICK_OPTIONS: dict[str, object] = {
     "max_items": 48,
     "edit_max_items": 12,
-    "method_overrides": {**_SHARED, "mask_samples": 4, "layer_probe_samples": 1},
+    "method_overrides": dict(TINY_LLAVA_EDIT),
 }
 
 
