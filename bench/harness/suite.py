@@ -212,6 +212,12 @@ def run_suite(
         log("[bench] compile + plan timing")
         results["cost"]["compile_plan"] = api.compile_plan_curve(names, quick=quick)
         write_json_atomic(out_path, results)
+    if with_cost:
+        try:
+            results["cost"]["probe_overhead"] = api.probe_overhead(model, seed)
+        except api.Unavailable as exc:
+            log(f"[bench] probe overhead not measured: {exc}")
+        write_json_atomic(out_path, results)
     run_methods(policies, methods, results=results, out_path=out_path, work_dir=work_dir,
                 model=model, seed=seed, quick=quick, threads=threads, options=options,
                 log=log)
@@ -220,10 +226,6 @@ def run_suite(
         run_cost_targets(names, counts, results=results, out_path=out_path, work_dir=work_dir,
                          model=model, seed=seed, quick=quick, threads=threads,
                          options=options, log=log)
-        try:
-            results["cost"]["probe_overhead"] = api.probe_overhead(model, seed)
-        except api.Unavailable as exc:
-            log(f"[bench] probe overhead not measured: {exc}")
     results["duration_s"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out_path, results)
     return results
