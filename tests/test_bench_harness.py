@@ -192,6 +192,11 @@ def test_summarize_report_cells_without_items() -> None:
     assert s["after"]["utility"]["value"] == pytest.approx(0.5)
     assert s["after"]["neurons_touched"]["value"] == pytest.approx(0.005)
     assert classify({"metric": "leak_rate", "split": "edit"}) is None
+    cell = {"metric": "accuracy", "check": "accuracy", "split": "heldout"}
+    assert classify({**cell, "group": "other_subjects"}) == "locality_subjects"
+    assert classify({**cell, "group": "other_private_attributes"}) == "locality_attributes"
+    assert classify({**cell, "group": "utility"}) == "utility"
+    assert classify({**cell, "metric": "over_refusal", "group": "utility"}) is None
     assert classify({"metric": "leak_rate", "split": "document", "modality": "document"}) == (
         "disclosure")
 

@@ -63,7 +63,6 @@ def classify(cell: Mapping[str, Any]) -> str | None:
     split = _norm(cell.get("split"))
     modality = _norm(cell.get("modality"))
     group = _norm(cell.get("group") or cell.get("set") or cell.get("kind"))
-    tag = split or group
     if metric in ("refusal_rate", "leak_rate"):
         prefix = "refusal" if metric == "refusal_rate" else "leak"
         if split in ("unseen_language", "unnamed_language") or "unseen" in split:
@@ -79,21 +78,25 @@ def classify(cell: Mapping[str, Any]) -> str | None:
         if split in ("heldout", "") and modality in ("text", ""):
             return f"{prefix}_heldout"
         return None
+    check = _norm(cell.get("check"))
     if metric == "over_refusal":
-        return "over_refusal" if _norm(cell.get("check")) != "utility" else None
+        return None if group == "utility" or check == "utility" else "over_refusal"
     if metric == "accuracy":
-        check = _norm(cell.get("check"))
         if check == "identification":
             return "locality_subjects" if group == "other" else None
-        if check == "utility":
+        if group == "utility" or check == "utility":
             return "utility"
-        if check == "locality":
-            return "locality_attributes" if "attribute" in group else "locality_subjects"
-        if any(s in tag for s in _LOCALITY_SUBJECT_SPLITS):
+        if group in ("other_subjects", "other_subject"):
             return "locality_subjects"
-        if any(s in tag for s in _LOCALITY_ATTRIBUTE_SPLITS):
+        if "attribute" in group:
             return "locality_attributes"
-        if any(s in tag for s in _UTILITY_SPLITS):
+        if check == "locality":
+            return "locality_subjects"
+        if any(s in split for s in _LOCALITY_SUBJECT_SPLITS):
+            return "locality_subjects"
+        if any(s in split for s in _LOCALITY_ATTRIBUTE_SPLITS):
+            return "locality_attributes"
+        if any(s in split for s in _UTILITY_SPLITS):
             return "utility"
     return None
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from .grid import ALL_METHODS
 from .machine import machine_line
-from .metrics import COLUMN_BY_KEY, COLUMNS, Column
+from .metrics import COLUMN_BY_KEY, COLUMNS, Column, summarize
 
 # Columns compared when listing where neural_gate wins or loses (the trade-off the method makes).
 COMPARED = ("refusal_heldout", "leak_heldout", "refusal_image", "refusal_unseen_language",
@@ -39,8 +39,24 @@ def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             continue
         data.setdefault("_file", Path(p).name)
+        for run in data.get("runs", []):
+            _refresh_pooled(run, data.get("policies", []))
         out.append(data)
     return out
+
+
+def _refresh_pooled(run: dict[str, Any], policies: Sequence[Mapping[str, Any]]) -> None:
+    """Re-derive a run's columns from its stored report cells when it had no per-item rows.
+
+    Pooled summaries depend only on the cells kept in the results file, so the page always
+    shows them as the current column definitions read them.
+    """
+    if run.get("items") or not run.get("metrics"):
+        return
+    policy = next((p for p in policies if p.get("id") == run.get("policy")), {})
+    fresh = summarize({"metrics": run["metrics"], "patch": run.get("patch") or {}},
+                      attributes=policy.get("attributes", ()))
+    run["summary"] = fresh
 
 
 def fmt_value(col: Column, est: Mapping[str, Any] | None) -> str:
