@@ -60,6 +60,8 @@ def test_artifacts_of_a_failed_run(setup):
     req = {r["metric"]: r for r in rep["requirements"]}
     assert req["refusal"]["value"] is None and req["refusal"]["passed"] is False
     assert set(req["refusal"]) >= {"name", "metric", "split", "op", "threshold", "value", "passed"}
+    assert {m["check"] for m in rep["metrics"]} == {"refusal", "locality", "utility"}
+    assert "## Locality" in (out / "report.md").read_text()
     for m in rep["metrics"]:
         assert set(m) >= {"metric", "split", "language", "modality", "before", "after", "n"}
         assert m["metric"] in ("leak_rate", "refusal_rate", "accuracy", "over_refusal")

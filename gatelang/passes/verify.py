@@ -134,6 +134,7 @@ class _Verify(Pass):
     kind = "verify"
     inputs = ("gate", "queries")
     outputs = ("items", "metrics")
+    version = "2"
     check = ""
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
@@ -144,8 +145,10 @@ class _Verify(Pass):
         targets = {ctx.world.subject(s).id for s in node.params.get("subjects", []) or []}
         rows = item_rows(ctx, queries, before, after, _rule_languages(node, []), self.check,
                          targets, set(node.params.get("attributes", []) or []))
-        return PassResult(data={"check": self.check, "items": rows,
-                                "metrics": cell_records(rows, "refusal" if self.check == "refusal" else "accuracy")})
+        metrics = cell_records(rows, "refusal" if self.check == "refusal" else "accuracy")
+        for m in metrics:
+            m["check"] = self.check
+        return PassResult(data={"check": self.check, "items": rows, "metrics": metrics})
 
 
 @register
