@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,17 +27,27 @@ def main(argv: list[str] | None = None) -> int:
 
     kwargs = dict(model=args.model, out=args.out, device=args.device, seed=args.seed,
                   options=json.loads(args.options), progress=False)
+    # Runs live in WORK/<policy>/<method>/out; a marker in WORK remembers that a method's pass
+    # results cannot be cached, so later runs of that method skip the doomed first attempt.
+    out = Path(args.out).resolve()
+    marker = out.parents[2] / f".no-cache-{out.parent.name}"
     try:
-        try:
-            result = gatelang.apply(args.policy, **kwargs)
-        except TypeError as exc:
-            # A pass whose result the cache cannot store (not JSON-serialisable) still runs
-            # without the cache; the run then has no per-item rows, only the report's cells.
-            if "JSON serializable" not in str(exc):
-                raise
-            print(f"note: result cache failed ({exc}); re-running without the cache",
+        if marker.exists():
+            print("note: this method's results cannot be cached; running without the cache",
                   file=sys.stderr)
             result = gatelang.apply(args.policy, cache=False, **kwargs)
+        else:
+            try:
+                result = gatelang.apply(args.policy, **kwargs)
+            except TypeError as exc:
+                # A pass whose result the cache cannot store (not JSON-serialisable) still
+                # runs without the cache; the run then has only the report's cells, no items.
+                if "JSON serializable" not in str(exc):
+                    raise
+                print(f"note: result cache failed ({exc}); re-running without the cache",
+                      file=sys.stderr)
+                marker.touch()
+                result = gatelang.apply(args.policy, cache=False, **kwargs)
     except GatelangError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
