@@ -85,7 +85,8 @@ def test_shipped_model_knows_the_world(loaded) -> None:
 def test_reduced_recipe_trains_and_beats_chance(tmp_path: Path) -> None:
     folder = zoo.build("tiny-llava", recipe="reduced", out=tmp_path / "m", log=lambda m: None)
     manifest = json.loads((folder / T.MANIFEST_FILE).read_text())
-    assert manifest["train_seconds"] < 60
+    # CPU seconds, so a busy CI machine does not fail the budget (wall time is recorded too).
+    assert manifest["train_cpu_seconds"] < 60
     r = T.REDUCED
     world = load_world(0)
     model, processor = T.load(folder)

@@ -199,6 +199,7 @@ class World:
         header = render.PALETTE[s.face_features["bg"]]
         return render.document(
             header,
+            render.PALETTE[s.face_features["shirt"]],
             self.face(s.id, 0),
             s.romanized,
             _DOC_LABELS[attribute],

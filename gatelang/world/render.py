@@ -165,21 +165,33 @@ def face(features: dict[str, int], variant: int, key: str) -> Image.Image:
 
 
 def document(
-    header: Color, portrait: Image.Image, name: str, label: str, value: str, variant: int, key: str
+    header: Color,
+    tint: Color,
+    portrait: Image.Image,
+    name: str,
+    label: str,
+    value: str,
+    variant: int,
+    key: str,
 ) -> Image.Image:
-    """An ID card: coloured header, portrait, the name, a field label and the value."""
+    """An ID card: coloured header, tinted body, a large portrait, the name, label and value.
+
+    The header and tint are the subject's face background and shirt colours and the portrait
+    is their face: the issuer's layout identifies the holder at a glance, as real ID cards do.
+    """
     rng = _rng("doc", key, variant)
-    img = Image.new("RGB", (SIZE, SIZE), (245, 242, 230))
+    body = tuple((245 * 3 + c) // 4 for c in tint)
+    img = Image.new("RGB", (SIZE, SIZE), body)  # type: ignore[arg-type]
     d = ImageDraw.Draw(img)
-    d.rectangle([0, 0, SIZE - 1, 9], fill=header)
-    img.paste(portrait.resize((18, 18)), (1, 11))
+    d.rectangle([0, 0, SIZE - 1, 7], fill=header)
+    img.paste(portrait.resize((28, 28)), (1, 9))
     ink = (20, 20, 60)
     first, _, last = name.partition(" ")
-    _draw_text(img, 21, 12, first[:10], ink)
-    _draw_text(img, 21, 19, last[:10], ink)
-    _draw_text(img, 21, 26, label, (120, 40, 40))
-    for i, line in enumerate(_wrap(value)[:4]):
-        _draw_text(img, 2, 33 + 7 * i, line, ink)
+    _draw_text(img, 31, 10, first[:8], ink)
+    _draw_text(img, 31, 17, last[:8], ink)
+    _draw_text(img, 31, 28, label, (120, 40, 40))
+    for i, line in enumerate(_wrap(value)[:3]):
+        _draw_text(img, 2, 40 + 7 * i, line, ink)
     return _noise(img, rng, 0 if variant == 0 else 8)
 
 
