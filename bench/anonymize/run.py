@@ -70,6 +70,7 @@ def run_one(policy: Path, loaded: Any, out: Path, options: dict[str, Any]) -> di
     (out / res.patch_path.name).unlink()  # the patch is reproducible from the lock; not committed
     return {"policy": policy.name, "passed": res.passed, "seconds": round(seconds, 1), "_parts": parts,
             "patch_bytes": patch, "params_changed": res.report["patch"]["params_changed"],
+            "model_weights_sha256": res.report["model"]["weights_sha256"],
             "requirements": [{k: r[k] for k in ("name", "value", "passed")}
                              for r in res.report["requirements"]],
             "report": res.report}
@@ -104,12 +105,16 @@ def bench_clip(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_llava(out: Path, options: dict[str, Any], spec: str = "tiny-llava") -> list[dict[str, Any]]:
+LLAVA_POLICIES = ("llava-remap.gate", "llava-neural-gate.gate")
+
+
+def bench_llava(out: Path, options: dict[str, Any], spec: str = "tiny-llava",
+                names: tuple[str, ...] = LLAVA_POLICIES) -> list[dict[str, Any]]:
     from gatelang.models import load_model
 
     loaded = load_model(spec, device="cpu")
     rows = []
-    for name in ("llava-remap.gate", "llava-neural-gate.gate"):
+    for name in names:
         r = run_one(POLICIES / name, loaded, out / name.removesuffix(".gate"), options)
         parts = r.pop("_parts")
         rep = r.pop("report")
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest for these tiny models on a shared box)")
     ap.add_argument("--llava", default="tiny-llava", help="the LLaVA model to compare on")
+    ap.add_argument("--llava-policy", choices=LLAVA_POLICIES,
+                    help="re-run one tiny-llava policy and keep the other's committed row")
     ap.add_argument("--max-items", type=int, default=120,
                     help="other subjects' image queries verified on tiny-llava")
     args = ap.parse_args(argv)
@@ -160,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         from gatelang.zoo import WEIGHTS_ROOT
 
         if args.llava != "tiny-llava" or (WEIGHTS_ROOT / "tiny-llava" / "config.json").is_file():
-            result["tiny_llava"] = bench_llava(out, {"verify_max_items": args.max_items}, args.llava)
+            names = (args.llava_policy,) if args.llava_policy else LLAVA_POLICIES
+            rows = bench_llava(out, {"verify_max_items": args.max_items}, args.llava, names)
+            kept = [r for r in result.get("tiny_llava", []) if r["policy"] not in names]
+            result["tiny_llava"] = sorted(kept + rows, key=lambda r: LLAVA_POLICIES.index(r["policy"]))
         else:
             print("tiny-llava weights are not built; skipping its rows", file=sys.stderr)
     result["machine"] = machine()
