@@ -111,6 +111,11 @@ def _retained(after: dict[str, Any], before: dict[str, Any]) -> dict[str, float 
     return out
 
 
+def _knowledge_line(knowledge: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v['rate'] * 100:.0f}% of {v['n']}" for k, v in knowledge.items()
+                     if isinstance(v, dict) and "rate" in v)
+
+
 def _row(name: str, util: dict[str, Any], taught: dict[str, Any] | None) -> dict[str, Any]:
     row = {"name": name, "factual": util["factual"], "arithmetic": util["arithmetic"],
            "perplexity": util["perplexity"]}
@@ -138,8 +143,16 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
 
     names = [s.name for s in load_world(0).subjects]
     spec = make_policy(names[:N_TARGETS], cfg.private, ("en",), ("text",), "real")
+    from datetime import datetime, timezone
+
+    from bench.harness import api
+
     results: dict[str, Any] = {
         "schema": SCHEMA, "suite": "real", "model": "SmolLM2-135M-Instruct (taught)",
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "gatelang_version": api.gatelang_version(), "stdlib_version": api.stdlib_version(),
+        "notes": ("teaching time is the recorded wall time of the fine-tune on the shared "
+                  "2-core machine; run options are in `options`"),
         "seed": seed, "machine": describe_machine(), "policies": [spec.to_json()], "runs": [],
         "cost": {}, "options": REAL_OPTIONS, "teach": recipe,
         "knowledge": {k: v for k, v in knowledge.items() if k != "examples"},
@@ -147,7 +160,9 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
             "description": (
                 f"SmolLM2-135M-Instruct taught {cfg.n_subjects} world subjects "
                 f"({', '.join(cfg.private + cfg.public)}; English; {recipe['steps']} steps, "
-                f"{recipe['train_s']:.0f} s, lr {cfg.lr}, seed {cfg.seed}); the policy protects "
+                f"{recipe['train_s']:.0f} s on the shared CPU, lr {cfg.lr}, seed {cfg.seed}; "
+                f"recipe in bench/real/teach.py). Knowledge check after teaching: "
+                f"{_knowledge_line(knowledge)}. The policy protects "
                 f"the first {N_TARGETS}. Factual QA ({len(util_base['factual_correct'])} "
                 f"questions) and arithmetic ({len(util_base['arithmetic_correct'])}) are "
                 "greedy answers checked for the expected word; *retained* is the share of "
@@ -183,6 +198,9 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
         results["duration_s"] = round(time.perf_counter() - t_start, 1)
         write_json_atomic(out_path, results)
     results["duration_s"] = round(time.perf_counter() - t_start, 1)
+    if not results["runs"]:
+        results["real"]["notes"] = ("No edit ran in this results file: the rows above are the "
+                                    "checkpoint before and after teaching.")
     results["teach_config"] = asdict(cfg)
     write_json_atomic(out_path, results)
     return results
