@@ -72,7 +72,19 @@ class MethodPreset(_Frozen):
     params: dict[str, MethodParam]
 
     def defaults(self) -> dict[str, Any]:
-        return {k: p.default for k, p in self.params.items()}
+        """Defaults in the IR's units, so a preset and a policy that spells them out compare equal.
+
+        The YAML writes percentages as ``30%`` for reviewers; the IR holds fractions.
+        """
+        out: dict[str, Any] = {}
+        for k, p in self.params.items():
+            d = p.default
+            if p.type == "percent" and isinstance(d, str) and d.endswith("%"):
+                d = float(d[:-1]) / 100
+            elif p.type == "int" and isinstance(d, float) and d.is_integer():
+                d = int(d)
+            out[k] = d
+        return out
 
 
 class Metric(_Frozen):

@@ -512,7 +512,7 @@ class _Lowerer:
             name = _DEFAULT_METHOD["anonymize" if "anonymize" in kinds else "refuse"]
             preset = self.std.methods[name]
             return ir.Method(name=name, family=preset.family,
-                             params=_resolve_defaults(preset), overrides=(), span=item.name.span)
+                             params=preset.defaults(), overrides=(), span=item.name.span)
         name = m.name.text
         if name not in self.std.methods:
             self.error("G104", f"unknown method {name!r}", m.name.span,
@@ -528,7 +528,7 @@ class _Lowerer:
             self.error("G122", "method remap edits encoders and cannot enforce refuse rules",
                        m.name.span, "use one of: " + ", ".join(refusal))
             return None
-        params = _resolve_defaults(preset)
+        params = preset.defaults()
         overrides: list[str] = []
         ok = True
         for p in m.params:
@@ -750,17 +750,6 @@ def _example(v: ast.Value) -> str:
     x = float(v.value)
     return f"{x * 100:g}" if 0 < x <= 1 else f"{x:g}"
 
-
-def _resolve_defaults(preset) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, p in preset.params.items():
-        d = p.default
-        if p.type == "percent" and isinstance(d, str) and d.endswith("%"):
-            d = float(d[:-1]) / 100
-        elif p.type == "int" and isinstance(d, float) and d.is_integer():
-            d = int(d)
-        out[k] = d
-    return out
 
 
 def lower(src: ast.SourceFile, *, root: str | Path | None = None,
