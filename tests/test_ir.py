@@ -48,9 +48,13 @@ def test_reference_example_means_what_the_acceptance_runs_expect(monkeypatch) ->
     assert rule.modalities == ("text", "image")
     assert 2 <= len(rule.subjects) <= 3
     assert {k.what for k in policy.keep} == {"other_subjects", "other_attributes", "utility"}
-    assert policy.method.name == "neural_gate" and policy.method.overrides == ()
-    assert policy.method.params == {**load_stdlib().methods["neural_gate"].defaults(),
-                                    "gate_threshold": 0.3, "sparsity": 1.0}
+    # The tiny-llava configuration that bench/acceptance measured; the rest stays the preset's.
+    tuned = {"layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8,
+             "pair_batch": 16, "reset_optimizer": False, "kl_factor": 1.0,
+             "retain_other_subjects": 2, "mask_samples": 4}
+    assert policy.method.name == "neural_gate"
+    assert set(policy.method.overrides) == set(tuned)
+    assert policy.method.params == {**load_stdlib().methods["neural_gate"].defaults(), **tuned}
     reqs = {(r.metric, r.split, r.op): r.threshold for r in policy.requirements}
     assert reqs == {("refusal", "heldout", ">="): 0.95, ("leakage", "heldout", "<="): 0.05,
                     ("locality", "heldout", ">="): 0.95, ("utility_drop", "all", "<="): 0.02}

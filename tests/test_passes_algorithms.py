@@ -149,6 +149,8 @@ def test_integrated_gradients_completeness_and_deactivation(model):
     assert torch.allclose(ig.sum(), (full - zero).sum(), atol=2e-3, rtol=0.05)
     units = depn.vote(att, threshold_ratio=0.1, top_k=7)
     assert len(units) == 7 and len(set(units)) == 7
+    # plain ints: units are hashed into cross-lingual sets and written to the JSON cache
+    assert all(type(layer) is int and type(u) is int for layer, u in units)
     cols = depn.deactivate(down, units)
     for layer, us in cols.items():
         w = down[layer].weight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +65,26 @@ def test_malformed_patch_is_a_clear_error(tmp_path):
         read_patch(bad)
     with pytest.raises(PatchError, match="cannot read"):
         read_patch(tmp_path / "missing.safetensors")
+
+
+def test_policy_hash_covers_nested_imports_and_subject_files(tmp_path) -> None:
+    """A lock must notice an edited subject CSV or nested import, not only the entry file."""
+    import shutil
+
+    from gatelang.ir import load
+    from gatelang.report.api import _policy_sha256
+
+    src = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    shutil.copy(src / "layered.gate", tmp_path / "layered.gate")
+    shutil.copy(src / "people.csv", tmp_path / "people.csv")
+    shutil.copytree(src / "shared", tmp_path / "shared")
+    entry = tmp_path / "layered.gate"
+    first = _policy_sha256(load(entry), entry)
+    assert _policy_sha256(load(entry), entry) == first
+    csv = tmp_path / "people.csv"
+    csv.write_text(csv.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    after_csv = _policy_sha256(load(entry), entry)
+    assert after_csv != first
+    nested = tmp_path / "shared" / "subjects.gate"
+    nested.write_text(nested.read_text(encoding="utf-8") + "# reviewed\n", encoding="utf-8")
+    assert _policy_sha256(load(entry), entry) != after_csv

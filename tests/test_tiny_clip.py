@@ -74,3 +74,15 @@ def test_shipped_weights_meet_base_quality():
     assert by[("utility", "shape")]["accuracy"] >= 0.9
     size = sum(p.stat().st_size for p in tc.WEIGHTS_DIR.iterdir())
     assert size < 10 * 2**20
+
+
+def test_tiny_clip_loads_through_the_models_layer() -> None:
+    """`--model tiny-clip` resolves like any alias, to the CLIP family adapter."""
+    from gatelang.models import load_model
+
+    loaded = load_model("tiny-clip", device="cpu")
+    assert loaded.adapter.family == "clip" and loaded.adapter.encoders == ("text_encoder", "image_encoder")
+    assert loaded.adapter.num_layers == 3 and loaded.adapter.hidden_size == 96
+    assert loaded.adapter.site("down_proj(0)").path == "text_model.encoder.layers.0.mlp.fc2"
+    assert loaded.tokenizer.padding_side == "right"
+    assert getattr(loaded.processor, "image_processor", loaded.processor) is not None

@@ -137,6 +137,9 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     modalities: ClassVar[tuple[str, ...]] = ("text",)
     encoders: ClassVar[tuple[str, ...]] = ()
+    # The transformers auto class that loads the checkpoint; None picks the causal-LM or
+    # image-text-to-text class from `modalities`.
+    auto_class: ClassVar[str | None] = None
     # Module paths relative to the top-level model (the `*ForCausalLM` / `*ForConditionalGeneration`).
     layers_path: ClassVar[str] = "model.layers"
     down_proj_path: ClassVar[str] = "mlp.down_proj"  # relative to one decoder layer

@@ -40,6 +40,7 @@ ALIASES: dict[str, Alias] = {
     a.name: a
     for a in (
         Alias("tiny-llava", "tiny-llava", "zoo", "built-in LLaVA trained on the fictitious world"),
+        Alias("tiny-clip", "tiny-clip", "zoo", "built-in CLIP dual encoder trained on the same world"),
         Alias("llava", "llava-hf/llava-1.5-7b-hf", "hub", "LLaVA-1.5 7B (HF format)"),
         Alias("llava-13b", "llava-hf/llava-1.5-13b-hf", "hub", "LLaVA-1.5 13B (HF format)"),
         Alias("llava-next", "llava-hf/llava-v1.6-mistral-7b-hf", "hub", "LLaVA-NeXT (1.6) Mistral 7B"),
@@ -418,9 +419,12 @@ def _load_hf(
     folder = str(resolved.folder)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
     multimodal = "image" in adapter_cls.modalities
-    model_cls = (
-        transformers.AutoModelForImageTextToText if multimodal else transformers.AutoModelForCausalLM
-    )
+    if adapter_cls.auto_class:
+        model_cls = getattr(transformers, adapter_cls.auto_class)
+    else:
+        model_cls = (
+            transformers.AutoModelForImageTextToText if multimodal else transformers.AutoModelForCausalLM
+        )
     load_kw: dict[str, Any] = dict(kw, dtype=dtype)
     if resolved.gguf_file:
         load_kw["gguf_file"] = resolved.gguf_file

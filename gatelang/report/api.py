@@ -57,14 +57,20 @@ def _ir_sha256(ir: Any) -> str:
 
 
 def _policy_sha256(ir: Any, path: Path) -> str:
-    """Hash of the entry file and every local file it uses, in a stable order."""
+    """Hash of the entry file and every file the compiler read for it, in a stable order.
+
+    ``ir.inputs`` lists imports at any depth and subject files (CSV, JSON, text), so editing a
+    subject list or a nested import shows up as drift, not only editing the entry file. Names are
+    hashed entry-relative so the lock does not depend on where the repository is checked out.
+    """
     digest = hashlib.sha256()
-    files = [path] + sorted(Path(path).parent / u.path for u in ir.uses if u.kind == "file" and u.path)
-    for f in files:
+    entry = Path(path)
+    files = [(entry.name, entry)] + [(rel, entry.parent / rel) for rel in sorted(ir.inputs)]
+    for rel, f in files:
         try:
-            digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+            digest.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
         except OSError:
-            digest.update(f.name.encode() + b"\0missing\0")
+            digest.update(rel.encode() + b"\0missing\0")
     return digest.hexdigest()
 
 

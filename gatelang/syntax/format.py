@@ -321,6 +321,10 @@ def _ylist(items, *, subjects: bool = False) -> str:
     return "[" + ", ".join(_y(i.text, force_quote=subjects and i.quoted) for i in items) + "]"
 
 
+# Widest flow-style `method:` line; longer parameter lists are written in block style.
+YAML_FLOW_WIDTH = 100
+
+
 def format_yaml(src: ast.SourceFile) -> str:
     """Canonical YAML text for a parsed file (either syntax); comments are kept."""
     keyed = _Keyed()
@@ -400,7 +404,14 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
             out.line(i2, f"method: {m.name.text}", m)
         else:
             params = ", ".join(f"{x.name.text}: {_yaml_value(x.value)}" for x in m.params)
-            out.line(i2, f"method: {{{m.name.text}: {{{params}}}}}", m, *m.params)
+            flow = f"method: {{{m.name.text}: {{{params}}}}}"
+            if len(i2 + flow) <= YAML_FLOW_WIDTH:
+                out.line(i2, flow, m, *m.params)
+            else:  # a long parameter list reads (and diffs) better one per line
+                out.line(i2, "method:", m)
+                out.line(i3, f"{m.name.text}:")
+                for x in m.params:
+                    out.line(i3 + INDENT, f"{x.name.text}: {_yaml_value(x.value)}", x)
     for r in requires:
         out.line(i2, "require:", r)
         for req in r.items:

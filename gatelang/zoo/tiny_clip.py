@@ -504,41 +504,11 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------
-# A LoadedModel for the pass runtime. `gatelang.models.load_model` has no CLIP family yet, so
-# tiny-clip is wrapped here; the adapter only answers the questions the runtime and report ask
-# (layer count and widths, MLP sites, languages), reading module paths of transformers' CLIPModel.
+# A LoadedModel for the pass runtime: the `clip` family adapter in gatelang/models/families.
 
 
 def loaded_model(path: str | os.PathLike[str] | None = None) -> Any:
-    """tiny-clip (or a CLIPModel folder) as a `gatelang.models.LoadedModel` for `run_policy`."""
-    from gatelang.models.adapter import Adapter
-    from gatelang.models.loading import LoadedModel, weights_sha256
+    """tiny-clip (or a CLIPModel folder) as a `gatelang.models.LoadedModel`, on the CPU."""
+    from gatelang.models import load_model
 
-    class _ClipAdapter(Adapter):
-        family = "clip"
-        model_types = ("clip",)
-        modalities = ("text", "image")
-        encoders = ("text_encoder", "image_encoder")
-        layers_path = "text_model.encoder.layers"
-        down_proj_path = "mlp.fc2"
-        vision_layers_path = "vision_model.encoder.layers"
-        projector_path = "visual_projection"
-
-        def __init__(self, model: nn.Module, tokenizer: Any, processor: Any | None = None) -> None:
-            super().__init__(model, tokenizer, processor)
-            tokenizer.padding_side = "right"  # absolute positions: CLIP captions pad on the right
-
-        def image_tokens(self) -> int:
-            return 0  # a dual encoder never puts image tokens into a prompt
-
-    folder = Path(path) if path is not None else WEIGHTS_DIR
-    model, tokenizer = load(folder)
-    from transformers import AutoImageProcessor
-
-    processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
-    return LoadedModel(
-        model=model, tokenizer=tokenizer, processor=processor,
-        adapter=_ClipAdapter(model, tokenizer, processor), name=NAME if path is None else folder.name,
-        weights_sha256=weights_sha256([folder / "model.safetensors"]), device=torch.device("cpu"),
-        dtype=torch.float32, path=folder,
-    )
+    return load_model(str(path) if path is not None else NAME, device="cpu", dtype="float32")

@@ -116,8 +116,8 @@ def vote(att: Attribution, *, threshold_ratio: float, top_k: int) -> list[Unit]:
     votes = (scores >= threshold_ratio * peak.view(-1, 1, 1)).sum(0)
     mass = scores.clamp(min=0).sum(0)
     cand = [
-        (int(votes[li, u]), float(mass[li, u]), att.layers[li], u)
-        for li, u in zip(*torch.nonzero(votes > 0, as_tuple=True), strict=True)
+        (int(votes[li, u]), float(mass[li, u]), int(att.layers[li]), u)
+        for li, u in torch.nonzero(votes > 0).tolist()
     ]
     cand.sort(key=lambda c: (-c[0], -c[1], c[2], c[3]))
     return sorted((layer, unit) for _v, _m, layer, unit in cand[:top_k])
