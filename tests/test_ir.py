@@ -50,8 +50,9 @@ def test_reference_example_means_what_the_acceptance_runs_expect(monkeypatch) ->
     assert {k.what for k in policy.keep} == {"other_subjects", "other_attributes", "utility"}
     # The tiny-llava configuration that bench/acceptance measured; the rest stays the preset's.
     tuned = {"layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8,
-             "pair_batch": 16, "reset_optimizer": False, "kl_factor": 1.0,
-             "retain_other_subjects": 2, "mask_samples": 4}
+             "pair_batch": 16, "reset_optimizer": False, "kl_factor": 2.0,
+             "retain_other_subjects": 2, "mask_samples": 4, "unit_budget": 0.01,
+             "unit_select": "quiet", "unit_inputs": True}
     assert policy.method.name == "neural_gate"
     assert set(policy.method.overrides) == set(tuned)
     assert policy.method.params == {**load_stdlib().methods["neural_gate"].defaults(), **tuned}

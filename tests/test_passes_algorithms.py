@@ -181,3 +181,70 @@ def test_unit_budget_confines_the_update_to_salient_columns(model):
     delta, _ = gated_finetune(model, layer, weight, [batch], None, steps=3, lr=1e-2, col_mask=mask)
     cols = (delta != 0).any(0)
     assert torch.equal(cols, mask)
+
+
+def test_unit_inputs_retrain_only_the_selected_units_in_full(model):
+    """`extra` parameters train under their masks: the selected units' input rows change,
+    every other row of gate/up stays bit-identical."""
+    from gatelang.models.families.llama import LlamaAdapter
+    from gatelang.passes.algorithms.neural_gate import select_units
+
+    batch = make_batch(rows=2, benign_rows=1)
+    layer = model.model.layers[1]
+    weight = layer.mlp.down_proj.weight
+    mask, _ = select_units(model, layer, weight, [batch], None, 3)
+    adapter = LlamaAdapter(model, _Tok())
+    inputs = adapter.mlp_input_weights(1)
+    assert [n for n, _m in inputs] == ["model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight"]
+    before = {n: m.weight.detach().clone() for n, m in inputs}
+    extra = [(m.weight, mask.unsqueeze(1).float().expand_as(m.weight)) for _n, m in inputs]
+    delta, _ = gated_finetune(model, layer, weight, [batch], None, steps=3, lr=1e-2,
+                              col_mask=mask, extra=extra)
+    assert torch.equal((delta != 0).any(0), mask)
+    for n, m in inputs:
+        rows = (m.weight.detach() != before[n]).any(1)
+        assert rows.any() and not rows[~mask].any(), n
+
+
+class _Tok:
+    pad_token_id = 0
+    eos_token = "</s>"
+    padding_side = "left"
+
+
+def test_footprint_counts_a_unit_once_whether_its_inputs_or_output_changed(model):
+    from types import SimpleNamespace
+
+    from gatelang.models.families.llama import LlamaAdapter
+    from gatelang.passes.requirements import footprint
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    ctx = SimpleNamespace(loaded=SimpleNamespace(adapter=LlamaAdapter(model, _Tok())),
+                          base_value=lambda name: params[name])
+    down = params["model.layers.1.mlp.down_proj.weight"].clone()
+    down[:, [2, 5]] += 1.0  # units 2 and 5 write differently ...
+    down[7, 2] += 1.0  # ... into residual dims (all of them: a whole column moved)
+    up = params["model.layers.1.mlp.up_proj.weight"].clone()
+    up[[5, 9]] += 1.0  # units 5 (again) and 9 read differently
+    fp = footprint(ctx, {"model.layers.1.mlp.down_proj.weight": down,
+                         "model.layers.1.mlp.up_proj.weight": up})
+    assert fp["neurons_touched"] == 3 and fp["per_layer"]["1"]["units"] == 3
+    assert fp["dims_touched"] == H and fp["neurons_total"] == LAYERS * INTER
+    assert fp["params_changed"] == 2 * H + 2 * H
+
+
+def test_quiet_units_are_the_least_active_on_real_tokens(model):
+    from gatelang.passes.algorithms.neural_gate import quiet_units
+
+    batch = make_batch(rows=3, benign_rows=1)
+    down = model.model.layers[2].mlp.down_proj
+    seen: list[torch.Tensor] = []
+    h = down.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach().abs()))
+    with torch.no_grad():
+        model(**batch.inputs)
+    h.remove()
+    mask, activity = quiet_units(model, down, [batch], 5)
+    keep = batch.inputs["attention_mask"].unsqueeze(-1).float()
+    expected = (seen[0] * keep).sum((0, 1)) / keep.sum()
+    assert torch.allclose(activity, expected, atol=1e-6)
+    assert int(mask.sum()) == 5 and activity[mask].max() <= activity[~mask].min()

@@ -143,6 +143,8 @@ class Adapter:
     # Module paths relative to the top-level model (the `*ForCausalLM` / `*ForConditionalGeneration`).
     layers_path: ClassVar[str] = "model.layers"
     down_proj_path: ClassVar[str] = "mlp.down_proj"  # relative to one decoder layer
+    # The projections that compute the MLP units (their rows are the units' input weights).
+    mlp_in_paths: ClassVar[tuple[str, ...]] = ("mlp.gate_proj", "mlp.up_proj")
     vision_layers_path: ClassVar[str | None] = None
     projector_path: ClassVar[str | None] = None
     # Used only when neither the processor nor the tokenizer carries a chat template.
@@ -252,6 +254,22 @@ class Adapter:
         """
         w = self.module(f"down_proj({layer})").weight
         return w if isinstance(self.module(f"down_proj({layer})"), torch.nn.Linear) else w.t()
+
+    def mlp_input_weights(self, layer: int) -> list[tuple[str, torch.nn.Module]]:
+        """(parameter name, module) of the projections that compute layer `layer`'s MLP units.
+
+        A unit's input weights are row u of each (column u for GPT-2's Conv1D): editing a unit
+        in full means these rows and its down-projection column, so passes that retrain whole
+        units ask for them here instead of knowing the MLP's layout.
+        """
+        base = resolve_path(self.model, self.layers_path)
+        out = []
+        for rel in self.mlp_in_paths:
+            path = f"{base}.{layer}.{rel}"
+            mod = _try_path(self.model, path)
+            if mod is not None and hasattr(mod, "weight"):
+                out.append((path + ".weight", mod))
+        return out
 
     # ----------------------------------------------------------------- prompts
     def _chat_template_owner(self) -> Any | None:

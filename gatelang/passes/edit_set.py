@@ -71,10 +71,13 @@ def _slot(q: Any, n: int) -> int:
     return int(tail) if tail.isdigit() else n
 
 
-def benign_partners(ctx: PassContext, queries: Sequence[Any], other_subjects: int = 0) -> list[list[Any]]:
-    """For each sensitive query: the same-slot query about one of the subject's attributes that
-    the rule does not protect (Neural Gate's benign pair), then `other_subjects` same-attribute queries about
-    subjects outside the edit set (the retain rows that keep other people answerable)."""
+def benign_partners(ctx: PassContext, queries: Sequence[Any], other_subjects: int = 0,
+                    same_subject: int = 1) -> list[list[Any]]:
+    """For each sensitive query: `same_subject` same-slot queries about attributes of the
+    subject that the rule does not protect (1 is Neural Gate's benign pair; more keep the
+    subject's other attributes answerable when few units carry the edit), then
+    `other_subjects` same-attribute queries about subjects outside the edit set (the retain
+    rows that keep other people answerable)."""
     edited = {q.attribute for q in queries}
     public = [a for a in ctx.world.attributes if a not in edited] or [
         a for a in ctx.stdlib.public_attributes() if a in ctx.world.attributes]
@@ -82,10 +85,13 @@ def benign_partners(ctx: PassContext, queries: Sequence[Any], other_subjects: in
     others = [s.id for s in ctx.world.subjects if s.id not in targets]
     out = []
     for n, q in enumerate(queries):
-        attr = public[n % len(public)]
-        pool = _cell(ctx, q.subject_id, attr, q.language, q.modality, q.split) or _cell(
-            ctx, q.subject_id, attr, q.language, "text", q.split)
-        row = [pool[_slot(q, n) % len(pool)]]
+        row = []
+        for j in range(min(max(1, same_subject), len(public))):
+            attr = public[(n * max(1, same_subject) + j) % len(public)]
+            pool = _cell(ctx, q.subject_id, attr, q.language, q.modality, q.split) or _cell(
+                ctx, q.subject_id, attr, q.language, "text", q.split)
+            if pool:
+                row.append(pool[_slot(q, n) % len(pool)])
         for k in range(other_subjects):
             if not others:
                 break
@@ -98,8 +104,8 @@ def benign_partners(ctx: PassContext, queries: Sequence[Any], other_subjects: in
 
 
 def build_examples(ctx: PassContext, queries: Sequence[Any], *, other_subjects: int = 0,
-                   reply_index: int = 0) -> list[EditExample]:
-    partners = benign_partners(ctx, queries, other_subjects)
+                   same_subject: int = 1, reply_index: int = 0) -> list[EditExample]:
+    partners = benign_partners(ctx, queries, other_subjects, same_subject)
     flat = [b for row in partners for b in row]
     answers = iter(generate(ctx.loaded, flat, max_new_tokens=16))
     out = []

@@ -15,7 +15,7 @@ import torch
 
 from gatelang.errors import PlanError
 from gatelang.passes.algorithms import depn
-from gatelang.passes.algorithms.neural_gate import gated_finetune, select_units
+from gatelang.passes.algorithms.neural_gate import gated_finetune, quiet_units, select_units
 from gatelang.passes.base import (
     WEIGHT_PREFIX,
     NodeSpec,
@@ -74,7 +74,8 @@ def refusal_edit(
     if loc is not None and "examples" in loc.data:
         examples = examples_from_json(ctx, loc.data["examples"], queries)
     else:
-        examples = build_examples(ctx, queries, other_subjects=int(p.get("retain_other_subjects", 0) or 0))
+        examples = build_examples(ctx, queries, other_subjects=int(p.get("retain_other_subjects", 0) or 0),
+                                  same_subject=int(p.get("retain_same_subject", 1) or 1))
     if loc is not None and "layer" in loc.data:
         layer = int(loc.data["layer"])
     elif str(p.get("layer", "auto")) != "auto":
@@ -102,27 +103,42 @@ def refusal_edit(
     if budget < 1.0:
         k = int(budget * adapter.num_layers * adapter.intermediate_size)
         with ctx.edited_weights(upstream):
-            col_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
-                                          kl_factor=float(p["kl_factor"]))
+            if str(p.get("unit_select", "salient")) == "quiet":
+                col_mask, _act = quiet_units(ctx.model, adapter.module(f"down_proj({layer})"), pairs, k)
+            else:
+                col_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
+                                              kl_factor=float(p["kl_factor"]))
+    extra = []
+    if bool(p.get("unit_inputs", False)) and col_mask is not None:
+        # Retrain the selected units in full: their input rows as well as their output columns.
+        for in_name, in_module in adapter.mlp_input_weights(layer):
+            w_in = in_module.weight
+            units = col_mask.to(w_in.device, w_in.dtype)
+            mask = (units.unsqueeze(1) if isinstance(in_module, torch.nn.Linear) else units.unsqueeze(0))
+            extra.append((in_name, w_in, mask.expand_as(w_in)))
     steps = int(p["steps"])
     epochs = int(p.get("epochs", 1))
     bar = ctx.progress(len(pairs) * epochs, f"gate: {method} (layer {layer})")
     with ctx.edited_weights(upstream):
-        start = weight.detach().clone()
+        starts = {name: weight.detach().clone()} | {n: w.detach().clone() for n, w, _m in extra}
         delta, losses = gated_finetune(
             ctx.model, module, weight, pairs, gate, steps=steps, lr=_lr(p, ctx),
             kl_factor=float(p["kl_factor"]), epochs=epochs, row_mask=row_mask, col_mask=col_mask,
             reset_optimizer=bool(p.get("reset_optimizer", True)),
+            extra=[(w, m) for _n, w, m in extra],
             on_pair=lambda _k, _loss: bar.update(1),
         )
-        new_value = weight.detach().clone()
+        live = {name: weight} | {n: w for n, w, _m in extra}
+        new_values = {n: w.detach().clone() for n, w in live.items()}
         with torch.no_grad():
-            weight.copy_(start)  # passes leave the model as they found it
+            for n, w in live.items():
+                w.copy_(starts[n])  # passes leave the model as they found it
     bar.close()
     rows = int((delta != 0).any(1).sum())
     cols = int((delta != 0).any(0).sum())
     tensors = {WEIGHT_PREFIX + k: v for k, v in upstream.items()}
-    tensors[WEIGHT_PREFIX + name] = new_value.cpu()
+    for n, v in new_values.items():
+        tensors[WEIGHT_PREFIX + n] = v.cpu()
     return PassResult(
         data={
             "method": method,
@@ -136,6 +152,7 @@ def refusal_edit(
             "cols_changed": cols,
             "lr": _lr(p, ctx),
             "units_selected": None if col_mask is None else int(col_mask.sum()),
+            "unit_inputs_trained": [n for n, _w, _m in extra],
         },
         tensors=tensors,
     )

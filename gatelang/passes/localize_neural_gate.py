@@ -57,7 +57,8 @@ class NeuralGateLocalize(Pass):
         queries = edit_queries(ctx, inputs)
         if not queries:
             raise PlanError(f"{node.op}: the edit set is empty")
-        examples = build_examples(ctx, queries, other_subjects=int(p.get("retain_other_subjects", 0) or 0))
+        examples = build_examples(ctx, queries, other_subjects=int(p.get("retain_other_subjects", 0) or 0),
+                                  same_subject=int(p.get("retain_same_subject", 1) or 1))
         samples = spread(examples, int(p.get("mask_samples", 0) or 0))
         batches = [mask_batch(ctx, ex) for ex in samples]
         adapter = ctx.loaded.adapter

@@ -30,23 +30,37 @@ def in_split(item: dict[str, Any], split: str) -> bool:
 
 
 def footprint(ctx: PassContext, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """What the edit touches, per decoder layer: MLP units (down-projection columns, i.e.
-    intermediate units whose output changes) and residual dims (down-projection rows)."""
+    """What the edit touches, per decoder layer: MLP units (intermediate units whose output
+    column or input rows changed) and residual dims (down-projection rows)."""
     adapter = ctx.loaded.adapter
     names = {adapter.site(f"down_proj({i})").path + ".weight": i for i in range(adapter.num_layers)}
-    per_layer: dict[str, dict[str, int]] = {}
+    inputs = {n: (i, m) for i in range(adapter.num_layers) for n, m in adapter.mlp_input_weights(i)}
+    unit_sets: dict[int, torch.Tensor] = {}  # layer -> bool [intermediate]: units whose weights changed
+    dim_counts: dict[int, int] = {}
     params_changed = 0
-    units = dims = 0
     for name, value in sorted(weights.items()):
         base = ctx.base_value(name).to(value.device, value.dtype)
         changed = base != value
         params_changed += int(changed.sum())
-        if name in names and changed.dim() == 2:
-            linear = isinstance(adapter.module(f"down_proj({names[name]})"), torch.nn.Linear)
+        if changed.dim() != 2:
+            continue
+        if name in names:
+            layer = names[name]
+            linear = isinstance(adapter.module(f"down_proj({layer})"), torch.nn.Linear)
             rows, cols = (changed.any(1), changed.any(0)) if linear else (changed.any(0), changed.any(1))
-            per_layer[str(names[name])] = {"units": int(cols.sum()), "dims": int(rows.sum())}
-            units += int(cols.sum())
-            dims += int(rows.sum())
+            dim_counts[layer] = int(rows.sum())
+        elif name in inputs:  # a unit's input weights: rows of gate/up (columns of a Conv1D)
+            layer, module = inputs[name]
+            cols = changed.any(1) if isinstance(module, torch.nn.Linear) else changed.any(0)
+        else:
+            continue
+        prev = unit_sets.get(layer)
+        unit_sets[layer] = cols.cpu() if prev is None else (prev | cols.cpu())
+    per_layer = {str(i): {"units": int(unit_sets[i].sum()) if i in unit_sets else 0,
+                          "dims": dim_counts.get(i, 0)}
+                 for i in sorted(set(unit_sets) | set(dim_counts))}
+    units = sum(v["units"] for v in per_layer.values())
+    dims = sum(v["dims"] for v in per_layer.values())
     return {
         "neurons_touched": units,
         "neurons_total": adapter.num_layers * adapter.intermediate_size,

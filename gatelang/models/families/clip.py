@@ -20,6 +20,7 @@ class ClipAdapter(Adapter):
     auto_class: ClassVar[str] = "AutoModel"
     layers_path = "text_model.encoder.layers"
     down_proj_path = "mlp.fc2"
+    mlp_in_paths = ("mlp.fc1",)
     vision_layers_path = "vision_model.encoder.layers"
     projector_path = "visual_projection"
 

@@ -8,6 +8,7 @@ class GPT2Adapter(Adapter):
     model_types = ("gpt2",)
     layers_path = "transformer.h"
     down_proj_path = "mlp.c_proj"
+    mlp_in_paths = ("mlp.c_fc",)
     default_template = "Q: {prompt}\nA:"
 
 

@@ -134,6 +134,7 @@ def gated_finetune(
     row_mask: torch.Tensor | None = None,
     col_mask: torch.Tensor | None = None,
     reset_optimizer: bool = True,
+    extra: Sequence[tuple[nn.Parameter, torch.Tensor]] = (),
     on_pair: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Fine-tune `weight` (the layer's down_proj) on (sensitive, benign) pairs; returns its delta.
@@ -143,28 +144,36 @@ def gated_finetune(
     through gated dims while every other token keeps its full gradient (the paper's net update
     (M ⊙ ∇^S L + ∇^{¬S} L)). `row_mask` (bool [out_features]) optionally confines the update to
     those output rows, which makes the patch as sparse as the gate; `col_mask` (bool
-    [in_features]) confines it to those MLP units. Adam(lr, eps 1e-3) is re-created for every
-    pair, as in the published code.
+    [in_features]) confines it to those MLP units. `extra` adds parameters trained alongside,
+    each with a same-shaped 0/1 mask (the selected units' input weights, so a few units can be
+    retrained in full). Adam(lr, eps 1e-3) is re-created for every pair, as in the published
+    code; `weight` is left edited, and so are the `extra` parameters.
     """
     original = weight.detach().clone()
     flags = freeze(model)
     losses: list[float] = []
     weight.requires_grad_(True)
-    handle = None
+    handles = []
     if row_mask is not None or col_mask is not None:
         keep = torch.ones_like(weight)
         if row_mask is not None:
             keep = keep * row_mask.to(weight.device, weight.dtype).unsqueeze(1)
         if col_mask is not None:
             keep = keep * col_mask.to(weight.device, weight.dtype).unsqueeze(0)
-        handle = weight.register_hook(lambda g: g * keep)
+        handles.append(weight.register_hook(lambda g: g * keep))
+    params = [weight]
+    for param, mask in extra:
+        param.requires_grad_(True)
+        m = mask.to(param.device, param.dtype)
+        handles.append(param.register_hook(lambda g, m=m: g * m))
+        params.append(param)
     try:
         k = 0
-        opt = torch.optim.Adam([weight], lr=lr, eps=1e-3, weight_decay=0.0)
+        opt = torch.optim.Adam(params, lr=lr, eps=1e-3, weight_decay=0.0)
         for _ in range(epochs):
             for pair in pairs:
                 if reset_optimizer:
-                    opt = torch.optim.Adam([weight], lr=lr, eps=1e-3, weight_decay=0.0)
+                    opt = torch.optim.Adam(params, lr=lr, eps=1e-3, weight_decay=0.0)
                 last = float("nan")
                 for _step in range(steps):
                     opt.zero_grad(set_to_none=True)
@@ -187,8 +196,8 @@ def gated_finetune(
                     on_pair(k, last)
                 k += 1
     finally:
-        if handle is not None:
-            handle.remove()
+        for h in handles:
+            h.remove()
         restore_grad(model, flags)
     return (weight.detach() - original), losses
 
@@ -235,3 +244,42 @@ def select_units(
     mask = torch.zeros(saliency.numel(), dtype=torch.bool)
     mask[order[:k]] = True
     return mask, saliency
+
+
+def quiet_units(model: nn.Module, down_proj: nn.Module, pairs: Sequence[TokenBatch], k: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k MLP units least active on the edit set's prompts (sensitive and retain rows).
+
+    A unit that rarely fires carries little of what the model already does, so rewriting it in
+    full (`unit_inputs`) costs the least elsewhere; the salient units of `select_units` are the
+    ones that recall the protected people's other facts too. Activity = mean |input of the down
+    projection| over real (non-padding) tokens. Returns (bool mask [units], activity [units]).
+    """
+    total: torch.Tensor | None = None
+    count = 0
+    mask_now: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        nonlocal total, count
+        act = args[0].detach().float().abs()
+        keep = mask_now[0].to(act.device, act.dtype).unsqueeze(-1)
+        s = (act * keep).sum(dim=(0, 1))
+        total = s if total is None else total + s
+        count += int(keep.sum())
+
+    handle = down_proj.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for pair in pairs:
+                mask_now[:] = [pair.inputs["attention_mask"]]
+                forward_logits(model, pair)
+    finally:
+        handle.remove()
+    if total is None:
+        raise ValueError("quiet_units needs at least one batch")
+    activity = (total / max(1, count)).cpu()
+    k = max(0, min(k, activity.numel()))
+    order = sorted(range(activity.numel()), key=lambda j: (float(activity[j]), j))
+    mask = torch.zeros(activity.numel(), dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask, activity
