@@ -101,9 +101,11 @@ def test_method_params_size_the_random_gate_from_neural_gate() -> None:
     rg = method_params("random_gate", quick=False, gate_fraction=0.0625, layer=3)
     assert rg == {"layer": 3, "sparsity": "6.25%"}
     assert method_params("finetune", quick=False, layer=3) == {"layer": 3}
-    assert method_params("neural_gate", quick=False) == {}
+    # neural_gate carries the reference example's footprint; the baselines keep the paper's.
+    footprint = {"unit_budget": "1%", "unit_select": "quiet", "unit_inputs": "true"}
+    assert method_params("neural_gate", quick=False) == footprint
     # Quick runs shrink data, not training: the presets' steps are kept.
-    assert method_params("neural_gate", quick=True) == {}
+    assert method_params("neural_gate", quick=True) == footprint
     assert method_params("remap", quick=True)["steps"] < 400
 
 

@@ -178,6 +178,12 @@ def render_gate(spec: PolicySpec, method: str, params: dict[str, object] | None 
     )
 
 
+# The reference example's footprint setting (docs/examples/home-address.gate): the edit may
+# rewrite only the 1% least active MLP units, inputs and outputs.
+NEURAL_GATE_FOOTPRINT: dict[str, object] = {"unit_budget": "1%", "unit_select": "quiet",
+                                            "unit_inputs": "true"}
+
+
 def method_params(method: str, *, quick: bool, gate_fraction: float | None = None,
                   layer: int | None = None) -> dict[str, object]:
     """Per-method overrides. Defaults come from the stdlib presets; only what must differ is set.
@@ -189,6 +195,8 @@ def method_params(method: str, *, quick: bool, gate_fraction: float | None = Non
     encoder remap's step count in quick runs.
     """
     params: dict[str, object] = {}
+    if method == "neural_gate":
+        params.update(NEURAL_GATE_FOOTPRINT)
     if method in ("random_gate", "finetune") and layer is not None:
         params["layer"] = int(layer)
     if method == "random_gate" and gate_fraction is not None:
