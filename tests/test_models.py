@@ -292,3 +292,26 @@ def test_cpu_decoding_uses_one_thread_and_restores(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GATELANG_NUM_THREADS", "2")
     with cpu_threads(torch.device("cpu")) as n:
         assert n == 2 == torch.get_num_threads()
+
+
+def test_describe_model_reads_no_weights(tmp_path) -> None:
+    """`plan --model` on a 7B-sized LLaVA folder that has no weight file at all: the planner's
+    capabilities come from the config (the model is built on the meta device) and the
+    tokenizer, so planning needs neither the weights nor the memory to hold them."""
+    import shutil
+
+    from gatelang.models import describe_model
+    from gatelang.zoo import model_path
+
+    src = Path(model_path("tiny-llava"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja"):
+        if (src / name).exists():
+            shutil.copy(src / name, tmp_path / name)
+    cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    cfg["text_config"].update(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                              num_attention_heads=32, num_key_value_heads=32, head_dim=128)
+    (tmp_path / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    caps = describe_model(str(tmp_path))
+    assert (caps.num_layers, caps.hidden_size, caps.intermediate_size) == (32, 4096, 11008)
+    assert caps.family == "llava" and caps.image_tokens == 16 and "zh" in caps.languages
+    assert not list(tmp_path.glob("*.safetensors"))

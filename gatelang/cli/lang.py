@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="POLICY")
     p.add_argument("--model", default="tiny-llava",
                    help="built-in model name (tiny-llava, tiny-clip), or any model spec "
-                   "`gatelang.load_model` accepts (loaded offline to read its capabilities)")
+                   "`gatelang.load_model` accepts (its config, tokenizer and processor are read; not its weights)")
     p.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text",
                    dest="output_format")
     p.add_argument("-o", "--output", help="write here instead of stdout")
@@ -235,10 +235,10 @@ def _capabilities(model: str):
     if model in BUILTIN_CAPABILITIES:
         return capabilities_for(model)
     try:
-        from gatelang.models import load_model
+        from gatelang.models import describe_model
     except ImportError as exc:  # pragma: no cover - the models layer ships with gatelang
-        raise GatelangError(f"cannot load model {model!r}: {exc}") from None
-    return load_model(model).capabilities()
+        raise GatelangError(f"cannot read model {model!r}: {exc}") from None
+    return describe_model(model)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

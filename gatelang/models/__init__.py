@@ -11,6 +11,7 @@ from gatelang.models.loading import (
     ALIASES,
     DEFAULT_MODEL,
     LoadedModel,
+    describe_model,
     load_model,
     resolve_spec,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "capabilities_of",
     "capture",
     "contains_value",
+    "describe_model",
     "generate",
     "intervene",
     "is_refusal",

@@ -409,7 +409,7 @@ def _load_hf(
     trust_remote_code: bool,
 ) -> tuple[torch.nn.Module, Any, Any | None]:
     import transformers
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
 
     transformers.logging.set_verbosity_error()
     if resolved.gguf_file:
@@ -418,13 +418,7 @@ def _load_hf(
         transformers.logging.disable_progress_bar()  # loading safetensors is quick
     folder = str(resolved.folder)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
-    multimodal = "image" in adapter_cls.modalities
-    if adapter_cls.auto_class:
-        model_cls = getattr(transformers, adapter_cls.auto_class)
-    else:
-        model_cls = (
-            transformers.AutoModelForImageTextToText if multimodal else transformers.AutoModelForCausalLM
-        )
+    model_cls = _model_class(adapter_cls)
     load_kw: dict[str, Any] = dict(kw, dtype=dtype)
     if resolved.gguf_file:
         load_kw["gguf_file"] = resolved.gguf_file
@@ -440,20 +434,7 @@ def _load_hf(
         raise ModelError(f"out of memory while loading {resolved.name}; try --dtype bfloat16 or a larger device") from exc
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load {resolved.name} from {folder}: {exc}") from exc
-    processor = None
-    if multimodal:
-        from transformers import AutoImageProcessor
-
-        for loader in (AutoProcessor, AutoImageProcessor):
-            try:
-                processor = loader.from_pretrained(folder, **kw)
-            except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError):
-                continue
-            if processor is not None and (
-                hasattr(processor, "image_processor") or loader is AutoImageProcessor
-            ):
-                break
-            processor = None  # the adapter builds one from the config
+    processor = _load_processor(folder, adapter_cls, kw)
     if resolved.gguf_file and getattr(model.config, "quantization_config", None) is not None:
         # The weights were dequantised on load; the leftover config only blocks save_pretrained.
         del model.config.quantization_config
@@ -465,3 +446,72 @@ def _load_hf(
             raise ModelError(f"out of GPU memory moving {resolved.name} to {device}") from exc
     model.eval()
     return model, tokenizer, processor
+
+
+def _model_class(adapter_cls: type[Adapter]) -> Any:
+    """The transformers auto class that builds this family's checkpoints."""
+    import transformers
+
+    if adapter_cls.auto_class:
+        return getattr(transformers, adapter_cls.auto_class)
+    if "image" in adapter_cls.modalities:
+        return transformers.AutoModelForImageTextToText
+    return transformers.AutoModelForCausalLM
+
+
+def _load_processor(folder: str, adapter_cls: type[Adapter], kw: dict[str, Any]) -> Any | None:
+    """The image processor of a multimodal checkpoint (None: the adapter builds one from config)."""
+    if "image" not in adapter_cls.modalities:
+        return None
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    for loader in (AutoProcessor, AutoImageProcessor):
+        try:
+            processor = loader.from_pretrained(folder, **kw)
+        except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError):
+            continue
+        if processor is not None and (hasattr(processor, "image_processor") or loader is AutoImageProcessor):
+            return processor
+    return None
+
+
+def describe_model(spec: str | os.PathLike[str] | None = None, trust_remote_code: bool = False) -> Any:
+    """The planner's `ModelCapabilities` of a checkpoint, without reading its weights.
+
+    `gatelang plan --model llava` should not need 14 GB of memory and a minute of loading to
+    learn the layer count: the model is built on the meta device from its config (no storage),
+    and only the tokenizer and processor, which decide languages and image tokens, are read.
+    GGUF checkpoints keep their config inside the weight file, so they are loaded.
+    """
+    from types import SimpleNamespace
+
+    import transformers
+
+    from gatelang.models.capabilities import capabilities_of
+
+    resolved = resolve_spec(spec)
+    if resolved.gguf_file:
+        return load_model(spec, device="cpu", trust_remote_code=trust_remote_code).capabilities()
+    config = _read_config(resolved)
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelError(
+            f"{resolved.folder} ships its own modelling code (auto_map); gatelang does not run it "
+            "unless you pass --trust-remote-code"
+        )
+    adapter_cls = adapter_for(str(config.get("model_type", "")))
+    if adapter_cls is None:
+        raise ModelError(f"unsupported architecture {config.get('model_type') or '?'!r} in {resolved.folder}; "
+                         f"supported model types: {', '.join(supported_model_types())}")
+    transformers.logging.set_verbosity_error()
+    folder = str(resolved.folder)
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(folder, **kw)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kw)
+        with torch.device("meta"):
+            model = _model_class(adapter_cls).from_config(hf_config)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read {resolved.name} from {folder}: {exc}") from exc
+    processor = _load_processor(folder, adapter_cls, kw)
+    adapter = adapter_cls(model, tokenizer, processor)
+    return capabilities_of(SimpleNamespace(adapter=adapter, name=resolved.name))
