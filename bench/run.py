@@ -30,27 +30,34 @@ PAGE = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img" / "bench"
 
 
-# Run options shared by every method of a suite (so comparisons stay like for like). The method
-# parameters stay at the stdlib presets; what shrinks is the data the passes see: the feature
-# vector is learned on a spread subset of the edit examples (and the layer search on one or two
-# of them), and quick runs also verify on an evenly spread subset of each query set and edit on
-# at most 12 edit queries. Every cell stays represented; intervals just get wider.
-# The refusal edits (neural_gate, finetune, random_gate) all run with the tiny-llava
-# configuration docs/methods.md documents for Neural Gate (chosen on the edit split, never on
-# heldout data): the same layer, learning rate, steps, batches and retain term for all three, so
-# "finetune" is the same objective and steps without the gate, and "random_gate" the same with a
-# random gate of neural_gate's size. Only neural_gate also gets the reference example's unit
-# budget (bench/harness/grid.py), so the baselines show the paper's whole-matrix footprint. Quick runs also verify on an evenly spread subset of each
-# query set and edit on at most 12 edit queries; every cell stays represented.
+# Run options shared by every policy of a suite, so comparisons stay like for like. What
+# shrinks is the data the passes see: the feature vector is learned on a spread subset of the
+# edit examples, and quick runs also verify on an evenly spread subset of each query set and edit
+# on at most 12 edit queries; every cell stays represented, intervals just get wider.
+# Method settings are keyed by method. The refusal edits (neural_gate, finetune, random_gate) all
+# run with the tiny-llava configuration docs/methods.md documents for Neural Gate (chosen on the
+# edit split, never on heldout data): the same layer, learning rate, steps, batches and retain
+# term, so "finetune" is the same objective and steps without the gate, and "random_gate" the
+# same with a random gate of neural_gate's size. Only neural_gate also gets the reference
+# example's unit budget (bench/harness/grid.py), so the baselines show the paper's whole-matrix
+# footprint. DEPN and the privacy neurons keep their presets.
 TINY_LLAVA_EDIT = {
     "layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8, "pair_batch": 16,
     "reset_optimizer": False, "kl_factor": 2.0, "retain_other_subjects": 2, "mask_samples": 4,
 }
-FULL_OPTIONS: dict[str, object] = {"method_overrides": dict(TINY_LLAVA_EDIT)}
+# Encoder remapping of tiny-llava's vision tower: bench/anonymize/policies/llava-remap.gate's
+# recipe (docs/anonymize.md); quick runs keep method_params' short step count.
+TINY_LLAVA_REMAP = {"lr": 0.003, "target_weight": 0.5, "weight_decay_to_teacher": 0.0}
+REFUSAL_EDITS = ("neural_gate", "finetune", "random_gate")
+FULL_OPTIONS: dict[str, object] = {"method_overrides": {
+    **{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},
+    "remap": {**TINY_LLAVA_REMAP, "steps": 2400},
+}}
 QUICK_OPTIONS: dict[str, object] = {
     "max_items": 48,
     "edit_max_items": 12,
-    "method_overrides": dict(TINY_LLAVA_EDIT),
+    "method_overrides": {**{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},
+                         "remap": dict(TINY_LLAVA_REMAP)},
 }
 
 

@@ -79,3 +79,19 @@ def test_deactivate_plan_zeroes_columns(loaded):
         layer = int(name.split(".layers.")[1].split(".")[0])
         cols = [u for li, u in units if li == layer]
         assert (value[:, cols] == 0).all()
+
+
+def test_method_overrides_keyed_by_method_do_not_leak_into_other_methods() -> None:
+    from types import SimpleNamespace
+
+    from gatelang.passes.params import method_params
+    from gatelang.stdlib import load_stdlib
+
+    lib = load_stdlib()
+    keyed = SimpleNamespace(stdlib=lib, options={"method_overrides": {
+        "neural_gate": {"steps": 1, "lr": 0.02}, "remap": {"lr": 0.003}}})
+    assert method_params(keyed, "neural_gate", {})["steps"] == 1
+    remap = method_params(keyed, "remap", {})
+    assert remap["steps"] == lib.methods["remap"].defaults()["steps"] and remap["lr"] == 0.003
+    flat = SimpleNamespace(stdlib=lib, options={"method_overrides": {"steps": 1}})
+    assert method_params(flat, "remap", {})["steps"] == 1  # a flat mapping applies to every method

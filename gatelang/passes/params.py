@@ -10,7 +10,12 @@ from gatelang.passes.base import PassContext
 
 def method_params(ctx: PassContext, method: str, node_params: dict[str, Any]) -> dict[str, Any]:
     """Preset defaults, then the node's method params (nested under `params`/`method_params` or
-    top-level), then run options (`ctx.options["method_overrides"]`, used by reduced configs)."""
+    top-level), then run options (`ctx.options["method_overrides"]`, used by reduced configs).
+
+    `method_overrides` is either one flat mapping for every method, or keyed by method name
+    (`{"neural_gate": {...}, "remap": {...}}`) so that settings of one method (a refusal edit's
+    `steps 1`) cannot leak into another whose parameter has the same name (remap's `steps`).
+    """
     presets = ctx.stdlib.methods
     name = str(node_params.get("method", method))
     if name not in presets:
@@ -23,5 +28,9 @@ def method_params(ctx: PassContext, method: str, node_params: dict[str, Any]) ->
     for key, value in node_params.items():
         if key in merged and key not in ("params", "method_params"):
             merged[key] = value
-    merged.update(ctx.options.get("method_overrides", {}))
+    overrides = ctx.options.get("method_overrides") or {}
+    if any(key in presets for key in overrides):
+        merged.update(overrides.get(name) or {})
+    else:
+        merged.update(overrides)
     return merged
