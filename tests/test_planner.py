@@ -237,3 +237,26 @@ def test_generated_policies_plan_with_stable_ids(pair: tuple[str, str]) -> None:
     only_a = {n.op for n in a.nodes() if n.id not in b}
     assert only_a == {"report.requirements"}
     assert Plan.from_json(a.to_json()).to_json() == a.to_json()
+
+
+def test_text_only_models_are_scored_on_text_utility_tasks_only() -> None:
+    """A text-only LLM cannot see the colour/shape/count images: its utility set is arithmetic."""
+    from gatelang.passes.data import select
+    from gatelang.world import load_world
+
+    text_llm = TINY_LLAVA_CAPABILITIES.model_copy(
+        update={"name": "text-llm", "family": "llama", "modalities": ("text",), "encoders": (),
+                "image_tokens": 0})
+    policy = ("gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+              'subjects protected = ["Alice Okafor"]\n'
+              "policy p {\n  refuse home_address about protected in en via text\n"
+              "  keep utility\n}\n")
+    text_util = [n for n in plan(loads(policy), text_llm).nodes() if n.params.get("source") == "utility"]
+    vlm_util = [n for n in plan(loads(policy), TINY_LLAVA_CAPABILITIES).nodes()
+                if n.params.get("source") == "utility"]
+    assert text_util[0].params["modalities"] == ["text"] and "modalities" not in vlm_util[0].params
+    world = load_world(0)
+    text_items = select(world, {**text_util[0].params, "splits": ["heldout"]})
+    all_items = select(world, {**vlm_util[0].params, "splits": ["heldout"]})
+    assert text_items and {q.modality for q in text_items} == {"text"}
+    assert {q.modality for q in all_items} == {"text", "image"}

@@ -35,7 +35,8 @@ def select(world: Any, params: dict[str, Any]) -> list[Any]:
     try:
         if source in ("utility", "utility_tasks"):
             items = world.utility_tasks(languages=langs)
-            return [q for q in items if q.split in splits]
+            mods = set(_as_list(params.get("modalities")) or ("text", "image"))
+            return [q for q in items if q.split in splits and q.modality in mods]
         if source in ("habit", "habit_queries"):
             items = world.habit_queries(languages=langs)
             return [q for q in items if q.split in splits]

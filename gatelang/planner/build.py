@@ -131,9 +131,11 @@ class _Builder:
 
     # -- data ------------------------------------------------------------------------------------
     def data(self, label: str, policy: str, span: Span, *, subjects=None, exclude=None,
-             attributes=(), languages=(), modalities=("text",), splits=("edit",),
+             attributes=(), languages=(), modalities=None, splits=("edit",),
              source: str | None = None, per_cell_limit: int | None = None) -> tuple[str, int, int]:
         params: dict[str, Any] = {}
+        if modalities is None and source is None:
+            modalities = ("text",)
         if source:
             params["source"] = source
         if subjects is not None:
@@ -146,6 +148,8 @@ class _Builder:
         if source is None:
             params["modalities"] = list(modalities)
             params["splits"] = list(splits)
+        elif modalities:
+            params["modalities"] = list(modalities)
         if per_cell_limit:
             params["per_cell_limit"] = per_cell_limit
         if source == "utility":
@@ -346,8 +350,10 @@ class _Builder:
                 "subjects": subjects, "attributes": attributes, "rule_languages": languages,
             }, f"verify locality ({name})", p.span))
         if p.preserves("utility"):
+            # A text-only model is scored on the text tasks only (it cannot see the images).
+            text_only = ["text"] if "image" not in self.caps.modalities else None
             util = self.data("utility tasks", name, p.span, source="utility",
-                             languages=languages)
+                             languages=languages, modalities=text_only)
             out.append(self._verify("verify.utility", p, gate, [util], {
                 "rule_languages": languages}, f"verify utility ({name})", p.span))
         return out
