@@ -310,17 +310,8 @@ class LoadedModel:
         return generate(self, items, **kw)
 
 
-def load_model(
-    spec: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    dtype: str | torch.dtype = "auto",
-    trust_remote_code: bool = False,
-) -> LoadedModel:
-    """Load a model offline from an alias, folder, GGUF file or cached hub id.
-
-    Only safetensors (or GGUF) weights are read: pickled `.bin` checkpoints can run code.
-    """
-    resolved = resolve_spec(spec)
+def _adapter_class(resolved: ResolvedSpec, trust_remote_code: bool) -> type[Adapter]:
+    """The family adapter for a checkpoint's config, refusing remote code unless allowed."""
     config = _read_config(resolved)
     if config.get("auto_map") and not trust_remote_code:
         raise ModelError(
@@ -335,6 +326,21 @@ def load_model(
             f"model types: {', '.join(supported_model_types())} (a new family is one adapter file "
             "in gatelang/models/families/, see docs/models.md)"
         )
+    return adapter_cls
+
+
+def load_model(
+    spec: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a model offline from an alias, folder, GGUF file or cached hub id.
+
+    Only safetensors (or GGUF) weights are read: pickled `.bin` checkpoints can run code.
+    """
+    resolved = resolve_spec(spec)
+    adapter_cls = _adapter_class(resolved, trust_remote_code)
     if resolved.gguf_file:
         files = [resolved.folder / resolved.gguf_file]
     else:
@@ -492,16 +498,7 @@ def describe_model(spec: str | os.PathLike[str] | None = None, trust_remote_code
     resolved = resolve_spec(spec)
     if resolved.gguf_file:
         return load_model(spec, device="cpu", trust_remote_code=trust_remote_code).capabilities()
-    config = _read_config(resolved)
-    if config.get("auto_map") and not trust_remote_code:
-        raise ModelError(
-            f"{resolved.folder} ships its own modelling code (auto_map); gatelang does not run it "
-            "unless you pass --trust-remote-code"
-        )
-    adapter_cls = adapter_for(str(config.get("model_type", "")))
-    if adapter_cls is None:
-        raise ModelError(f"unsupported architecture {config.get('model_type') or '?'!r} in {resolved.folder}; "
-                         f"supported model types: {', '.join(supported_model_types())}")
+    adapter_cls = _adapter_class(resolved, trust_remote_code)
     transformers.logging.set_verbosity_error()
     folder = str(resolved.folder)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": True}
