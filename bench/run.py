@@ -47,7 +47,7 @@ TINY_LLAVA_EDIT = {
 }
 # Encoder remapping of tiny-llava's vision tower: bench/anonymize/policies/llava-remap.gate's
 # recipe (docs/anonymize.md); quick runs keep method_params' short step count.
-TINY_LLAVA_REMAP = {"lr": 0.003, "target_weight": 0.5, "weight_decay_to_teacher": 0.0}
+TINY_LLAVA_REMAP = {"lr": 0.003, "target_weight": 0.25, "weight_decay_to_teacher": 0.0}
 REFUSAL_EDITS = ("neural_gate", "finetune", "random_gate")
 FULL_OPTIONS: dict[str, object] = {"method_overrides": {
     **{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},

@@ -185,7 +185,7 @@ NEURAL_GATE_FOOTPRINT: dict[str, object] = {"unit_budget": "1%", "unit_select": 
 
 
 def method_params(method: str, *, quick: bool, gate_fraction: float | None = None,
-                  layer: int | None = None) -> dict[str, object]:
+                  layer: int | None = None, footprint: bool = True) -> dict[str, object]:
     """Per-method overrides. Defaults come from the stdlib presets; only what must differ is set.
 
     The random gate gets the size and the layer neural_gate chose on the same policy, and the
@@ -195,7 +195,7 @@ def method_params(method: str, *, quick: bool, gate_fraction: float | None = Non
     encoder remap's step count in quick runs.
     """
     params: dict[str, object] = {}
-    if method == "neural_gate":
+    if method == "neural_gate" and footprint:
         params.update(NEURAL_GATE_FOOTPRINT)
     if method in ("random_gate", "finetune") and layer is not None:
         params["layer"] = int(layer)

@@ -176,7 +176,10 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
     write_json_atomic(out_path, results)
     fraction = layer = None
     for method in [m for m in METHODS if m in methods]:
-        params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer)
+        # The paper's Neural Gate on a real 30-layer model (layer search, gate, whole
+        # down projection): the 1% footprint setting was tuned for tiny-llava.
+        params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer,
+                               footprint=False)
         log(f"[real] apply {method} {params or ''}")
         outcome = apply_once(spec, method, params, work_dir=work_dir / "runs", model=str(taught),
                              seed=seed, options=REAL_OPTIONS, threads=threads)
