@@ -95,3 +95,31 @@ def test_method_overrides_keyed_by_method_do_not_leak_into_other_methods() -> No
     assert remap["steps"] == lib.methods["remap"].defaults()["steps"] and remap["lr"] == 0.003
     flat = SimpleNamespace(stdlib=lib, options={"method_overrides": {"steps": 1}})
     assert method_params(flat, "remap", {})["steps"] == 1  # a flat mapping applies to every method
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_unit_budget_rewrites_exactly_the_selected_units(family, tmp_path):
+    """`unit_budget` + `unit_inputs` on Linear (llama) and Conv1D (GPT-2) layouts: the patch
+    changes k units' output columns and input rows and nothing else, and the footprint says k."""
+    from gatelang.passes.requirements import footprint
+
+    build_tiny_checkpoint(family, tmp_path, seed=0)
+    lm = load_model(str(tmp_path), device="cpu")
+    g = nx.DiGraph()
+    g.add_node("d", id="d", op="data.queries", kind="data", params={
+        "subjects": ["Alice Okafor"], "attributes": ["home_address"], "languages": ["en"],
+        "modalities": ["text"], "splits": ["edit"], "per_cell_limit": 2})
+    for select in ("quiet", "salient"):
+        params = {**FAST, "layer": 1, "unit_budget": 0.05, "unit_select": select, "unit_inputs": True}
+        g.add_node(select, id=select, op="gate.finetune", kind="gate", params={"params": params})
+        g.add_edge("d", select, role="queries")
+    ctx = PassContext(loaded=lm, seed=0)
+    run = Executor(ctx).run(g)
+    k = int(0.05 * lm.adapter.num_layers * lm.adapter.intermediate_size)
+    for select in ("quiet", "salient"):
+        res = run.results[select]
+        weights = {key.split(":", 1)[1]: v for key, v in res.tensors.items() if key.startswith("weight:")}
+        assert len(weights) == 1 + len(lm.adapter.mlp_input_weights(1)), sorted(weights)
+        fp = footprint(ctx, weights)
+        assert fp["neurons_touched"] == k == res.data["units_selected"], (select, fp)
+        assert res.data["cols_changed"] == k

@@ -91,29 +91,32 @@ def refusal_edit(
     module = adapter.module(f"decoder_layer({layer})")
     name = _param_name(ctx, layer)
     weight = dict(ctx.model.named_parameters())[name]
-    row_mask = gate if (gate is not None and bool(p.get("gate_rows_only", False))) else None
+    dim_mask = gate if (gate is not None and bool(p.get("gate_rows_only", False))) else None
     upstream = weights_of(inputs)
     per = max(1, int(p.get("pair_batch", 1) or 1))
     if per == 1:
         pairs = [pair_batch(ctx, ex) for ex in examples]
     else:
         pairs = [pairs_batch(ctx, examples[k : k + per]) for k in range(0, len(examples), per)]
-    col_mask = None
+    # Linear stores the down projection as [hidden, units]; GPT-2's Conv1D as [units, hidden].
+    linear = isinstance(adapter.module(f"down_proj({layer})"), torch.nn.Linear)
+    unit_mask = None
     budget = _fraction(p.get("unit_budget", 1.0))
     if budget < 1.0:
         k = int(budget * adapter.num_layers * adapter.intermediate_size)
         with ctx.edited_weights(upstream):
             if str(p.get("unit_select", "salient")) == "quiet":
-                col_mask, _act = quiet_units(ctx.model, adapter.module(f"down_proj({layer})"), pairs, k)
+                unit_mask, _act = quiet_units(ctx.model, adapter.module(f"down_proj({layer})"), pairs, k)
             else:
-                col_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
-                                              kl_factor=float(p["kl_factor"]))
+                unit_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
+                                              kl_factor=float(p["kl_factor"]),
+                                              units_axis=1 if linear else 0)
     extra = []
-    if bool(p.get("unit_inputs", False)) and col_mask is not None:
+    if bool(p.get("unit_inputs", False)) and unit_mask is not None:
         # Retrain the selected units in full: their input rows as well as their output columns.
         for in_name, in_module in adapter.mlp_input_weights(layer):
             w_in = in_module.weight
-            units = col_mask.to(w_in.device, w_in.dtype)
+            units = unit_mask.to(w_in.device, w_in.dtype)
             mask = (units.unsqueeze(1) if isinstance(in_module, torch.nn.Linear) else units.unsqueeze(0))
             extra.append((in_name, w_in, mask.expand_as(w_in)))
     steps = int(p["steps"])
@@ -123,7 +126,8 @@ def refusal_edit(
         starts = {name: weight.detach().clone()} | {n: w.detach().clone() for n, w, _m in extra}
         delta, losses = gated_finetune(
             ctx.model, module, weight, pairs, gate, steps=steps, lr=_lr(p, ctx),
-            kl_factor=float(p["kl_factor"]), epochs=epochs, row_mask=row_mask, col_mask=col_mask,
+            kl_factor=float(p["kl_factor"]), epochs=epochs,
+            row_mask=dim_mask if linear else unit_mask, col_mask=unit_mask if linear else dim_mask,
             reset_optimizer=bool(p.get("reset_optimizer", True)),
             extra=[(w, m) for _n, w, m in extra],
             on_pair=lambda _k, _loss: bar.update(1),
@@ -134,8 +138,9 @@ def refusal_edit(
             for n, w in live.items():
                 w.copy_(starts[n])  # passes leave the model as they found it
     bar.close()
-    rows = int((delta != 0).any(1).sum())
-    cols = int((delta != 0).any(0).sum())
+    dims_axis, units_axis = (1, 0) if linear else (0, 1)
+    rows = int((delta != 0).any(dims_axis).sum())
+    cols = int((delta != 0).any(units_axis).sum())
     tensors = {WEIGHT_PREFIX + k: v for k, v in upstream.items()}
     for n, v in new_values.items():
         tensors[WEIGHT_PREFIX + n] = v.cpu()
@@ -151,7 +156,7 @@ def refusal_edit(
             "rows_changed": rows,
             "cols_changed": cols,
             "lr": _lr(p, ctx),
-            "units_selected": None if col_mask is None else int(col_mask.sum()),
+            "units_selected": None if unit_mask is None else int(unit_mask.sum()),
             "unit_inputs_trained": [n for n, _w, _m in extra],
         },
         tensors=tensors,

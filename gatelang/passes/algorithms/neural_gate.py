@@ -211,8 +211,12 @@ def select_units(
     k: int,
     *,
     kl_factor: float = 1.25,
+    units_axis: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k MLP units (down-projection columns) most salient for the edit objective.
+
+    `units_axis` is the weight's axis that indexes units: 1 for `nn.Linear` ([hidden, units]),
+    0 for GPT-2's Conv1D ([units, hidden]).
 
     Saliency of a column = |sum over pairs of the gated gradient| summed over its rows, at the
     unedited weights (SalUn-style). Returns (bool mask [in_features], saliency [in_features]);
@@ -238,7 +242,7 @@ def select_units(
             total += grad.detach()
     finally:
         restore_grad(model, flags)
-    saliency = total.abs().sum(0).float().cpu()
+    saliency = total.abs().sum(1 - units_axis).float().cpu()
     k = max(0, min(k, saliency.numel()))
     order = sorted(range(saliency.numel()), key=lambda j: (-float(saliency[j]), j))
     mask = torch.zeros(saliency.numel(), dtype=torch.bool)
