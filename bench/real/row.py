@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.harness.grid import METHODS, make_policy, method_params
+from bench.harness.grid import METHODS, applies_to, make_policy, method_params
 from bench.harness.machine import describe_machine
 from bench.harness.page import SCHEMA
 from bench.harness.runner import apply_once
@@ -175,7 +175,7 @@ def run_real_row(*, methods: Sequence[str], out_path: Path, work_dir: Path, seed
     }
     write_json_atomic(out_path, results)
     fraction = layer = None
-    for method in [m for m in METHODS if m in methods]:
+    for method in [m for m in METHODS if m in methods and applies_to(m, spec)]:
         # The paper's Neural Gate on a real 30-layer model (layer search, gate, whole
         # down projection): the 1% footprint setting was tuned for tiny-llava.
         params = method_params(method, quick=quick, gate_fraction=fraction, layer=layer,
