@@ -40,7 +40,9 @@ IMG = ROOT / "docs" / "img" / "bench"
 # term, so "finetune" is the same objective and steps without the gate, and "random_gate" the
 # same with a random gate of neural_gate's size. Only neural_gate also gets the reference
 # example's unit budget (bench/harness/grid.py), so the baselines show the paper's whole-matrix
-# footprint. DEPN and the privacy neurons keep their presets.
+# footprint. DEPN and the privacy neurons keep their presets except the number of units they
+# zero, which is DEPN's share of BERT-base (200 of 36,864 units, 0.54%) rather than 200 units
+# (11% of tiny-llava's).
 TINY_LLAVA_EDIT = {
     "layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8, "pair_batch": 16,
     "reset_optimizer": False, "kl_factor": 2.0, "retain_other_subjects": 2, "mask_samples": 4,
@@ -49,14 +51,18 @@ TINY_LLAVA_EDIT = {
 # recipe (docs/anonymize.md); quick runs keep method_params' short step count.
 TINY_LLAVA_REMAP = {"lr": 0.003, "target_weight": 0.25, "weight_decay_to_teacher": 0.0}
 REFUSAL_EDITS = ("neural_gate", "finetune", "random_gate")
+DEPN_SIZE = {"unit_share": 0.0054}
+NEURON_ABLATIONS = ("deactivate", "privacy_neurons")
 FULL_OPTIONS: dict[str, object] = {"method_overrides": {
     **{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},
+    **{m: dict(DEPN_SIZE) for m in NEURON_ABLATIONS},
     "remap": {**TINY_LLAVA_REMAP, "steps": 2400},
 }}
 QUICK_OPTIONS: dict[str, object] = {
     "max_items": 48,
     "edit_max_items": 12,
     "method_overrides": {**{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},
+                         **{m: dict(DEPN_SIZE) for m in NEURON_ABLATIONS},
                          "remap": dict(TINY_LLAVA_REMAP)},
 }
 

@@ -123,3 +123,11 @@ def test_unit_budget_rewrites_exactly_the_selected_units(family, tmp_path):
         fp = footprint(ctx, weights)
         assert fp["neurons_touched"] == k == res.data["units_selected"], (select, fp)
         assert res.data["cols_changed"] == k
+
+
+def test_unit_share_sizes_the_ablation_relative_to_the_model(loaded):
+    g = _plan("gate.deactivate", "localize.privacy_neurons")
+    g.nodes["loc"]["params"] = {"params": dict(FAST), "ig_steps": 2, "top_k": 50, "unit_share": 0.02}
+    run = Executor(PassContext(loaded=loaded, seed=0)).run(g)
+    total = loaded.adapter.num_layers * loaded.adapter.intermediate_size
+    assert len(run.results["loc"].data["units"]) == max(1, round(0.02 * total)) < 50

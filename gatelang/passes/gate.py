@@ -27,7 +27,7 @@ from gatelang.passes.base import (
 )
 from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import build_examples, examples_from_json, pair_batch, pairs_batch
-from gatelang.passes.params import method_params
+from gatelang.passes.params import fraction, method_params
 
 
 def _localized(inputs: dict[str, PassResult]) -> PassResult | None:
@@ -54,13 +54,6 @@ def _lr(p: dict[str, Any], ctx: PassContext) -> float:
         lr *= ref / float(ctx.loaded.adapter.intermediate_size)
     return lr
 
-
-def _fraction(value: Any) -> float:
-    """Percent parameters arrive as fractions from the IR (0.01), or as '1%' strings."""
-    if isinstance(value, str):
-        v = value.strip()
-        return float(v[:-1]) / 100 if v.endswith("%") else float(v)
-    return float(value)
 
 
 def refusal_edit(
@@ -101,7 +94,7 @@ def refusal_edit(
     # Linear stores the down projection as [hidden, units]; GPT-2's Conv1D as [units, hidden].
     linear = isinstance(adapter.module(f"down_proj({layer})"), torch.nn.Linear)
     unit_mask = None
-    budget = _fraction(p.get("unit_budget", 1.0))
+    budget = fraction(p.get("unit_budget", 1.0))
     if budget < 1.0:
         k = int(budget * adapter.num_layers * adapter.intermediate_size)
         with ctx.edited_weights(upstream):

@@ -16,16 +16,7 @@ from gatelang.passes.algorithms.neural_gate import build_gate, learn_feature_vec
 from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
 from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import build_examples, examples_to_json, mask_batch
-from gatelang.passes.params import method_params
-
-
-def _percent(value: Any) -> float:
-    """Presets write percentages as '30%' or 30 or 0.3; the algorithms take fractions."""
-    if isinstance(value, str):
-        v = value.strip()
-        return float(v[:-1]) / 100 if v.endswith("%") else float(v)
-    v = float(value)
-    return v / 100 if v > 1 else v
+from gatelang.passes.params import fraction, method_params
 
 
 def learn_masks(ctx: PassContext, layer: int, batches: list, p: dict[str, Any], progress=None) -> tuple[torch.Tensor, list[float]]:
@@ -62,8 +53,8 @@ class NeuralGateLocalize(Pass):
         samples = spread(examples, int(p.get("mask_samples", 0) or 0))
         batches = [mask_batch(ctx, ex) for ex in samples]
         adapter = ctx.loaded.adapter
-        threshold = _percent(p["gate_threshold"])
-        sparsity = _percent(p["sparsity"])
+        threshold = fraction(p["gate_threshold"])
+        sparsity = fraction(p["sparsity"])
         layer_param = p.get("layer", "auto")
         shares: dict[str, float] = {}
         if str(layer_param) == "auto":

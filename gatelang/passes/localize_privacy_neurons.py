@@ -17,7 +17,7 @@ from gatelang.passes.algorithms import depn
 from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
 from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import as_item, encode
-from gatelang.passes.params import method_params
+from gatelang.passes.params import fraction, method_params
 
 
 def _batches(ctx: PassContext, queries: list, batch_size: int = 8) -> list:
@@ -49,6 +49,9 @@ class PrivacyNeuronsLocalize(Pass):
         steps = int(p["ig_steps"])
         ratio = float(p["threshold_ratio"])
         top_k = int(p["top_k"])
+        share = fraction(p.get("unit_share", 0) or 0)
+        if share > 0:  # a size relative to the model, so a preset means the same on every model
+            top_k = max(1, round(share * adapter.num_layers * adapter.intermediate_size))
         languages = sorted({q.language for q in queries})
         groups = {"all": queries} if method == "deactivate" else {
             lang: [q for q in queries if q.language == lang] for lang in languages
@@ -91,9 +94,7 @@ class RandomLocalize(Pass):
         layer = p.get("layer", "auto")
         n = adapter.num_layers
         layer = (n // 2 - 1 if n > 2 else 0) if str(layer) == "auto" else int(layer)
-        from gatelang.passes.localize_neural_gate import _percent
-
-        size = max(1, int(_percent(p["sparsity"]) * adapter.hidden_size))
+        size = max(1, int(fraction(p["sparsity"]) * adapter.hidden_size))
         g = torch.Generator().manual_seed(ctx.seed)
         dims = torch.randperm(adapter.hidden_size, generator=g)[:size]
         gate = torch.zeros(adapter.hidden_size, dtype=torch.bool)

@@ -34,3 +34,16 @@ def method_params(ctx: PassContext, method: str, node_params: dict[str, Any]) ->
     else:
         merged.update(overrides)
     return merged
+
+
+def fraction(value: Any) -> float:
+    """A percent parameter as a fraction of 1.
+
+    The IR holds percentages as fractions (0.3); run options and hand-built nodes may still say
+    '30%' or 30, so every pass reads them through here.
+    """
+    if isinstance(value, str):
+        v = value.strip()
+        return float(v[:-1]) / 100 if v.endswith("%") else float(v)
+    v = float(value)
+    return v / 100 if v > 1 else v
