@@ -255,6 +255,19 @@ class Adapter:
         w = self.module(f"down_proj({layer})").weight
         return w if isinstance(self.module(f"down_proj({layer})"), torch.nn.Linear) else w.t()
 
+    @staticmethod
+    def units_axis(module: torch.nn.Module, role: Literal["down", "input"]) -> int:
+        """The axis of `module.weight` that indexes MLP units.
+
+        `nn.Linear` stores [out, in]: a down projection's units are its columns (axis 1) and an
+        input projection's its rows (axis 0). GPT-2's Conv1D stores [in, out], the other way
+        round. Passes that mask or count units ask here instead of checking module types.
+        """
+        linear = isinstance(module, torch.nn.Linear)
+        if role == "down":
+            return 1 if linear else 0
+        return 0 if linear else 1
+
     def mlp_input_weights(self, layer: int) -> list[tuple[str, torch.nn.Module]]:
         """(parameter name, module) of the projections that compute layer `layer`'s MLP units.
 

@@ -91,8 +91,7 @@ def refusal_edit(
         pairs = [pair_batch(ctx, ex) for ex in examples]
     else:
         pairs = [pairs_batch(ctx, examples[k : k + per]) for k in range(0, len(examples), per)]
-    # Linear stores the down projection as [hidden, units]; GPT-2's Conv1D as [units, hidden].
-    linear = isinstance(adapter.module(f"down_proj({layer})"), torch.nn.Linear)
+    down_units = adapter.units_axis(adapter.module(f"down_proj({layer})"), "down")
     unit_mask = None
     budget = fraction(p.get("unit_budget", 1.0))
     if budget < 1.0:
@@ -103,14 +102,15 @@ def refusal_edit(
             else:
                 unit_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
                                               kl_factor=float(p["kl_factor"]),
-                                              units_axis=1 if linear else 0)
+                                              units_axis=down_units)
     extra = []
     if bool(p.get("unit_inputs", False)) and unit_mask is not None:
         # Retrain the selected units in full: their input rows as well as their output columns.
         for in_name, in_module in adapter.mlp_input_weights(layer):
             w_in = in_module.weight
             units = unit_mask.to(w_in.device, w_in.dtype)
-            mask = (units.unsqueeze(1) if isinstance(in_module, torch.nn.Linear) else units.unsqueeze(0))
+            axis = adapter.units_axis(in_module, "input")
+            mask = units.unsqueeze(1) if axis == 0 else units.unsqueeze(0)
             extra.append((in_name, w_in, mask.expand_as(w_in)))
     steps = int(p["steps"])
     epochs = int(p.get("epochs", 1))
@@ -120,7 +120,8 @@ def refusal_edit(
         delta, losses = gated_finetune(
             ctx.model, module, weight, pairs, gate, steps=steps, lr=_lr(p, ctx),
             kl_factor=float(p["kl_factor"]), epochs=epochs,
-            row_mask=dim_mask if linear else unit_mask, col_mask=unit_mask if linear else dim_mask,
+            row_mask=unit_mask if down_units == 0 else dim_mask,
+            col_mask=unit_mask if down_units == 1 else dim_mask,
             reset_optimizer=bool(p.get("reset_optimizer", True)),
             extra=[(w, m) for _n, w, m in extra],
             on_pair=lambda _k, _loss: bar.update(1),
@@ -131,9 +132,9 @@ def refusal_edit(
             for n, w in live.items():
                 w.copy_(starts[n])  # passes leave the model as they found it
     bar.close()
-    dims_axis, units_axis = (1, 0) if linear else (0, 1)
-    rows = int((delta != 0).any(dims_axis).sum())
-    cols = int((delta != 0).any(units_axis).sum())
+    changed = delta != 0
+    rows = int(changed.any(down_units).sum())  # residual dims written
+    cols = int(changed.any(1 - down_units).sum())  # MLP units touched
     tensors = {WEIGHT_PREFIX + k: v for k, v in upstream.items()}
     for n, v in new_values.items():
         tensors[WEIGHT_PREFIX + n] = v.cpu()
@@ -203,11 +204,8 @@ class DeactivateEdit(Pass):
                 name = _param_name(ctx, layer)
                 w = params[name].detach().clone()
                 cols = [u for li, u in units if li == layer]
-                module = adapter.module(f"down_proj({layer})")
-                if isinstance(module, torch.nn.Linear):
-                    w[:, cols] = 0
-                else:  # Conv1D stores [in, out]
-                    w[cols, :] = 0
+                axis = adapter.units_axis(adapter.module(f"down_proj({layer})"), "down")
+                w.index_fill_(axis, torch.tensor(cols, dtype=torch.long, device=w.device), 0)
                 tensors[WEIGHT_PREFIX + name] = w.cpu()
         return PassResult(
             data={"method": "deactivate", "units": [list(u) for u in units],

@@ -46,12 +46,12 @@ def footprint(ctx: PassContext, weights: dict[str, torch.Tensor]) -> dict[str, A
             continue
         if name in names:
             layer = names[name]
-            linear = isinstance(adapter.module(f"down_proj({layer})"), torch.nn.Linear)
-            rows, cols = (changed.any(1), changed.any(0)) if linear else (changed.any(0), changed.any(1))
+            axis = adapter.units_axis(adapter.module(f"down_proj({layer})"), "down")
+            rows, cols = changed.any(axis), changed.any(1 - axis)
             dim_counts[layer] = int(rows.sum())
         elif name in inputs:  # a unit's input weights: rows of gate/up (columns of a Conv1D)
             layer, module = inputs[name]
-            cols = changed.any(1) if isinstance(module, torch.nn.Linear) else changed.any(0)
+            cols = changed.any(1 - adapter.units_axis(module, "input"))
         else:
             continue
         prev = unit_sets.get(layer)
