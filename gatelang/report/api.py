@@ -311,7 +311,8 @@ def _write_artifacts(parts: dict[str, Any], out_dir: Path, *, seed: int, model_s
             "tensors": [{"name": e.name, "kind": e.kind, "shape": list(e.shape),
                          "count": 0 if e.index is None else int(e.index.numel())} for e in patch.edits],
             "neurons_touched": fp["neurons_touched"], "neurons_total": fp["neurons_total"],
-            "neuron_unit": "MLP intermediate units (down-projection columns) over all decoder layers",
+            "neuron_unit": ("MLP intermediate units over all decoder layers whose down-projection column "
+                            "or input rows changed"),
             "dims_touched": fp["dims_touched"], "dims_total": fp["dims_total"],
             "params_changed": patch.params_changed(), "per_layer": fp["per_layer"],
         },
