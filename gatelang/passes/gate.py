@@ -91,14 +91,16 @@ def refusal_edit(
         pairs = [pair_batch(ctx, ex) for ex in examples]
     else:
         pairs = [pairs_batch(ctx, examples[k : k + per]) for k in range(0, len(examples), per)]
-    down_units = adapter.units_axis(adapter.module(f"down_proj({layer})"), "down")
+    down = adapter.module(f"down_proj({layer})")
+    down_units = adapter.units_axis(down, "down")
     unit_mask = None
     budget = fraction(p.get("unit_budget", 1.0))
     if budget < 1.0:
-        k = int(budget * adapter.num_layers * adapter.intermediate_size)
+        # At least one unit: a budget that rounds to none would silently edit nothing.
+        k = max(1, int(budget * adapter.num_layers * adapter.intermediate_size))
         with ctx.edited_weights(upstream):
             if str(p.get("unit_select", "salient")) == "quiet":
-                unit_mask, _act = quiet_units(ctx.model, adapter.module(f"down_proj({layer})"), pairs, k)
+                unit_mask, _act = quiet_units(ctx.model, down, pairs, k)
             else:
                 unit_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
                                               kl_factor=float(p["kl_factor"]),
