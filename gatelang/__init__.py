@@ -37,9 +37,16 @@ _API: dict[str, str] = {
     "DiagnosticError": "gatelang.errors:DiagnosticError",
     "PlanError": "gatelang.errors:PlanError",
     # apply: run a policy on a model, write patch + report + lock ---------------------------
-    "apply": "gatelang.report.api:apply",  # (policy, model, out) -> ApplyResult
-    "load_patch": "gatelang.report.api:load_patch",  # (model, patch) -> LoadedModel with patch
-    "verify_lock": "gatelang.report.api:verify_lock",  # gate.lock -> VerifyResult (drift)
+    "apply": "gatelang.driver:apply",  # (policy, model, out) -> ApplyResult
+    "load_patch": "gatelang.driver:load_patch",  # (model, patch) -> LoadedModel with patch
+    "verify_lock": "gatelang.driver:verify_lock",  # gate.lock -> VerifyResult (drift)
+    "run": "gatelang.driver:run",  # (policy, RunOptions) -> RunRecord, no files written
+    "RunOptions": "gatelang.driver:RunOptions",
+    "RunRecord": "gatelang.driver:RunRecord",
+    "write_artifacts": "gatelang.report.artifacts:write_artifacts",  # RunRecord -> files
+    # methods ----------------------------------------------------------------------------------
+    "methods": "gatelang.methods:methods",  # name -> MethodSpec of every registered method
+    "register_method": "gatelang.methods:register_method",
     # models and measurement -------------------------------------------------------------------
     "load_model": "gatelang.models:load_model",  # spec -> LoadedModel (offline)
     "audit": "gatelang.measure.audit:audit",  # (policy, model) -> AuditReport, no edit
@@ -64,13 +71,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from gatelang.driver import RunOptions, RunRecord, apply, load_patch, run, verify_lock  # noqa: F401
     from gatelang.errors import DiagnosticError, GatelangError, PlanError  # noqa: F401
     from gatelang.ir import CheckResult, PolicyFile, check, check_text, load, loads  # noqa: F401
     from gatelang.ir.diff import diff  # noqa: F401
     from gatelang.measure.audit import audit  # noqa: F401
+    from gatelang.methods import methods, register_method  # noqa: F401
     from gatelang.models import load_model  # noqa: F401
     from gatelang.planner import TINY_LLAVA_CAPABILITIES, ModelCapabilities, Plan, plan  # noqa: F401
     from gatelang.planner.api import compile  # noqa: F401
-    from gatelang.report.api import apply, load_patch, verify_lock  # noqa: F401
+    from gatelang.report.artifacts import write_artifacts  # noqa: F401
     from gatelang.syntax.format import convert, fmt, format_text  # noqa: F401
     from gatelang.syntax.schema import json_schema  # noqa: F401

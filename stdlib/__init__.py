@@ -1,4 +1,8 @@
-"""The gatelang standard library: attributes, languages, metrics and method presets.
+"""The gatelang standard library: attributes, languages, metrics and utility tasks.
+
+Method parameters are not here: each method's config (gatelang/methods/<name>/config.py) is their
+single source, and the IR records every resolved parameter, so the lock pins them through the
+IR hash.
 
 The library is data (YAML next to this file), not code, so a reviewer can read what a
 policy's names mean and the lock file can pin it by version and hash. This module only
@@ -56,37 +60,6 @@ class Language(_Frozen):
     refusal_replies: tuple[str, ...]
 
 
-class MethodParam(_Frozen):
-    type: Literal["int", "float", "percent", "bool", "str", "enum", "layer"]
-    default: Any
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] | None = None
-    help: str = ""
-
-
-class MethodPreset(_Frozen):
-    name: str
-    description: str
-    family: Literal["refusal_edit", "neuron_ablation", "encoder_remap"]
-    params: dict[str, MethodParam]
-
-    def defaults(self) -> dict[str, Any]:
-        """Defaults in the IR's units, so a preset and a policy that spells them out compare equal.
-
-        The YAML writes percentages as ``30%`` for reviewers; the IR holds fractions.
-        """
-        out: dict[str, Any] = {}
-        for k, p in self.params.items():
-            d = p.default
-            if p.type == "percent" and isinstance(d, str) and d.endswith("%"):
-                d = float(d[:-1]) / 100
-            elif p.type == "int" and isinstance(d, float) and d.is_integer():
-                d = int(d)
-            out[k] = d
-        return out
-
-
 class Metric(_Frozen):
     name: str
     unit: Literal["percent", "ratio", "seconds"]
@@ -102,7 +75,6 @@ class Stdlib(_Frozen):
     modules: dict[str, tuple[str, ...]]
     attributes: dict[str, Attribute]
     languages: dict[str, Language]
-    methods: dict[str, MethodPreset]
     metrics: dict[str, Metric]
     splits: dict[str, str]
     utility: dict[str, Any]
@@ -140,7 +112,6 @@ def load_stdlib() -> Stdlib:
         v["name"]: Attribute(**v) for k, v in raw.items() if k.startswith("attributes/")
     }
     languages = {code: Language(code=code, **v) for code, v in raw["languages.yaml"].items()}
-    methods = {n: MethodPreset(name=n, **v) for n, v in raw["methods.yaml"].items()}
     metric_raw = dict(raw["metrics.yaml"])
     splits = metric_raw.pop("splits")
     metric_splits = metric_raw.pop("metric_splits")
@@ -159,7 +130,6 @@ def load_stdlib() -> Stdlib:
         modules={k: tuple(v) for k, v in manifest["modules"].items()},
         attributes=attributes,
         languages=languages,
-        methods=methods,
         metrics=metrics,
         splits=splits,
         utility=raw["utility.yaml"],

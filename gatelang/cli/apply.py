@@ -50,7 +50,7 @@ def _fmt(v: Any, metric: str) -> str:
 
 def _apply(args: argparse.Namespace) -> int:
     from gatelang import report as _report  # noqa: F401 - keeps import errors clear
-    from gatelang.report.api import apply
+    from gatelang.driver import apply
 
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.model is None:
@@ -77,7 +77,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _patch_apply(args: argparse.Namespace) -> int:
-    from gatelang.report.api import load_patch
+    from gatelang.driver import load_patch
 
     loaded = load_patch(args.model, args.patch, device=args.device, allow_rejected=args.allow_rejected)
     if args.out:
@@ -96,7 +96,7 @@ def _patch_apply(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from gatelang.report.api import verify_lock
+    from gatelang.driver import verify_lock
 
     res = verify_lock(args.lock, model=args.model, device=args.device, tolerance=args.tolerance)
     if args.json:

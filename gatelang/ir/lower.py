@@ -7,7 +7,6 @@ checks that depend on it are skipped, which keeps one mistake from cascading int
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,9 @@ from typing import Any
 
 from gatelang.errors import Diagnostic, DiagnosticError, Span
 from gatelang.ir import model as ir
+from gatelang.ir.hints import hint as _hint
+from gatelang.ir.method_params import MethodLowering
+from gatelang.ir.requirements import RequirementLowering
 from gatelang.ir.subjects import SubjectFileError, read_subject_file
 from gatelang.stdlib import Stdlib, load_stdlib
 from gatelang.syntax import ast
@@ -22,11 +24,6 @@ from gatelang.syntax.source import parse_source, read_source
 
 SUPPORTED_VERSIONS = (1,)
 ALL = "all"
-_DEFAULT_METHOD = {"refuse": "neural_gate", "anonymize": "remap"}
-_PRIVATE_METRICS = ("refusal", "leakage")
-_LOCALITY_METRICS = ("locality", "over_refusal")
-_UTILITY_METRICS = ("utility", "utility_drop")
-_SPLIT_MODALITY = {"image": "image", "document": "document", "scene": "scene"}
 
 
 @dataclass
@@ -60,19 +57,15 @@ _ROOT_HINT = ("policies may only read files inside the checked policy's folder "
               "(or the folder given with --root)")
 
 
-def _hint(valid, got: str | None = None, *, none: str = "nothing is defined") -> str:
-    valid = list(valid)
-    close = difflib.get_close_matches(got, valid, n=1) if got else []
-    listing = "valid: " + ", ".join(valid) if valid else none
-    return (f"did you mean {close[0]!r}? " if close else "") + listing
-
-
 def _order(d: Diagnostic) -> tuple:
     s = d.span
     return (s.file, s.line, s.col, d.code) if s else ("", 0, 0, d.code)
 
 
-class _Lowerer:
+class _Lowerer(MethodLowering, RequirementLowering):
+    """Resolution: files, imports, scope, subject sets, names and rules (this module); method
+    parameters and requirements are checked by the two mixins."""
+
     def __init__(self, root: Path, stdlib: Stdlib) -> None:
         self.root = root.resolve()
         self.entry_dir = self.root  # set by `lower` to the entry file's folder
@@ -506,249 +499,6 @@ class _Lowerer:
                            "attributes with scene queries: " + ", ".join(have))
                 ok = False
         return ok
-
-    def _method(self, m: ast.Method | None, kinds: set[str], item: ast.Policy) -> ir.Method | None:
-        if m is None:
-            name = _DEFAULT_METHOD["anonymize" if "anonymize" in kinds else "refuse"]
-            preset = self.std.methods[name]
-            return ir.Method(name=name, family=preset.family,
-                             params=preset.defaults(), overrides=(), span=item.name.span)
-        name = m.name.text
-        if name not in self.std.methods:
-            self.error("G104", f"unknown method {name!r}", m.name.span,
-                       _hint(self.std.methods, name))
-            return None
-        preset = self.std.methods[name]
-        if "anonymize" in kinds and preset.family != "encoder_remap":
-            self.error("G122", f"anonymize rules need method remap, not {name!r}", m.name.span,
-                       "write `method remap` or leave the method out")
-            return None
-        if "refuse" in kinds and preset.family == "encoder_remap":
-            refusal = [n for n, p in self.std.methods.items() if p.family != "encoder_remap"]
-            self.error("G122", "method remap edits encoders and cannot enforce refuse rules",
-                       m.name.span, "use one of: " + ", ".join(refusal))
-            return None
-        params = preset.defaults()
-        overrides: list[str] = []
-        ok = True
-        for p in m.params:
-            key = p.name.text
-            if key not in preset.params:
-                self.error("G107", f"method {name} has no parameter {key!r}", p.name.span,
-                           _hint(preset.params, key))
-                ok = False
-                continue
-            if key in overrides:
-                self.error("G114", f"parameter {key!r} is given twice", p.name.span)
-                ok = False
-                continue
-            value = self._param_value(name, key, preset.params[key], p.value)
-            if value is _BAD:
-                ok = False
-                continue
-            params[key] = value
-            overrides.append(key)
-        if not ok:
-            return None
-        return ir.Method(name=name, family=preset.family, params=params,
-                         overrides=tuple(overrides), span=m.span)
-
-    def _param_value(self, method: str, key: str, spec, v: ast.Value):
-        t = spec.type
-        where = f"{method}.{key}"
-        if t == "percent":
-            if v.kind != "percent":
-                self.error("G116", f"{where} is a percentage", v.span,
-                           f"write it with a % sign, e.g. {spec.default}")
-                return _BAD
-            if not 0 <= float(v.value) <= 100:
-                self.error("G115", f"{where} must be between 0% and 100%", v.span)
-                return _BAD
-            return float(v.value) / 100
-        if t in ("int", "float"):
-            if v.kind != "number":
-                self.error("G107", f"{where} must be a number, not {v.raw}", v.span,
-                           f"default: {spec.default}")
-                return _BAD
-            value = float(v.value)
-            if t == "int":
-                if not value.is_integer():
-                    self.error("G107", f"{where} must be a whole number", v.span)
-                    return _BAD
-                value = int(value)
-            if (spec.min is not None and value < spec.min) or (
-                spec.max is not None and value > spec.max
-            ):
-                self.error("G115", f"{where} = {v.raw} is out of range", v.span,
-                           f"allowed: {spec.min:g} to {spec.max:g}")
-                return _BAD
-            return value
-        if t == "layer":
-            if v.kind == "name" and v.value == "auto":
-                return "auto"
-            if v.kind == "number" and float(v.value).is_integer() and float(v.value) >= 0:
-                return int(float(v.value))
-            self.error("G107", f"{where} must be `auto` or a layer index", v.span)
-            return _BAD
-        if t == "bool":
-            if v.kind != "bool":
-                self.error("G107", f"{where} must be true or false", v.span)
-                return _BAD
-            return v.value
-        if t == "enum":
-            choices = spec.choices or ()
-            if str(v.value) not in choices:
-                self.error("G107", f"{where} must be one of the choices", v.span,
-                           _hint(choices, str(v.value)))
-                return _BAD
-            return str(v.value)
-        if v.kind not in ("string", "name"):
-            self.error("G107", f"{where} must be a string", v.span)
-            return _BAD
-        return str(v.value)
-
-    def _requirements(self, reqs, rules, keep) -> tuple[ir.Requirement, ...] | None:
-        out: list[ir.Requirement] = []
-        ok = True
-        seen: dict[tuple[str, str, str], ast.Requirement] = {}
-        modalities = {m for r in rules if r.kind == "refuse" for m in r.modalities}
-        has_refuse = any(r.kind == "refuse" for r in rules)
-        has_anon = any(r.kind == "anonymize" for r in rules)
-        preserves_locality = any(k.what in ("other_subjects", "other_attributes") for k in keep) \
-            or any(r.kind == "keep" for r in rules)
-        preserves_utility = any(k.what == "utility" for k in keep)
-        for r in reqs:
-            name = r.metric.text
-            if name not in self.std.metrics:
-                self.error("G105", f"unknown metric {name!r}", r.metric.span,
-                           _hint(self.std.metrics, name))
-                ok = False
-                continue
-            metric = self.std.metrics[name]
-            split = r.split.text if r.split else metric.default_split
-            written = f"{name}({r.split.text})" if r.split else name
-            if split not in metric.allowed_splits:
-                what = "unknown split" if split not in self.std.splits else "split not allowed"
-                self.error("G106", f"{what} {split!r} for {name}",
-                           r.split.span if r.split else r.metric.span,
-                           f"{name} can be measured on: " + ", ".join(metric.allowed_splits))
-                ok = False
-                continue
-            v = r.value
-            if v.kind not in ("number", "percent"):
-                self.error("G116", f"threshold {v.raw} is not a number", v.span,
-                           f"write e.g. {written} {r.op} 95%" if metric.unit == "percent"
-                           else f"write e.g. {written} {r.op} 0.5")
-                ok = False
-                continue
-            if metric.unit == "percent":
-                if v.kind != "percent":
-                    self.error("G116", f"{name} is a percentage; {v.raw} has no unit", v.span,
-                               f"write e.g. {written} {r.op} {_example(v)}%")
-                    ok = False
-                    continue
-                if not 0 <= float(v.value) <= 100:
-                    self.error("G115", f"threshold {v.raw} is outside 0%..100%", v.span)
-                    ok = False
-                    continue
-                threshold = float(v.value) / 100
-            else:
-                if v.kind != "number":
-                    self.error("G116", f"{name} is a {metric.unit}, not {v.raw}", v.span,
-                               "write a plain number" + (" between 0 and 1"
-                                                         if metric.unit == "ratio" else ""))
-                    ok = False
-                    continue
-                threshold = float(v.value)
-                if threshold < 0 or (metric.unit == "ratio" and threshold > 1):
-                    self.error("G115", f"threshold {v.raw} is out of range for {name}", v.span)
-                    ok = False
-                    continue
-            applies = self._applies(name, split, has_refuse, has_anon, modalities,
-                                    preserves_locality, preserves_utility)
-            if applies and not self._rules_incomplete:
-                self.error("G128", f"{name}({split}) does not apply to this policy",
-                           r.span, applies)
-                ok = False
-                continue
-            key = (name, split, r.op)
-            if key in seen:
-                self.error("G114", f"requirement {name}({split}) {r.op} is given twice",
-                           r.span, f"first given at line {seen[key].span.line}")
-                ok = False
-                continue
-            seen[key] = r
-            wrong_way = (metric.direction == "higher_is_stricter" and r.op in ("<", "<=")) or (
-                metric.direction == "lower_is_stricter" and r.op in (">", ">="))
-            if wrong_way:
-                better = ">=" if metric.direction == "higher_is_stricter" else "<="
-                self.warn("G202", f"an upper bound on {name} is unusual"
-                          if better == ">=" else f"a lower bound on {name} is unusual",
-                          r.span, f"{name} is usually required with {better}")
-            out.append(ir.Requirement(metric=name, split=split, op=r.op, threshold=threshold,
-                                      unit=metric.unit, span=r.span))
-        # Lower bound above upper bound on the same measurement can never hold.
-        for req in out:
-            if req.op not in (">=", ">"):
-                continue
-            for other in out:
-                if (other.metric, other.split) == (req.metric, req.split) and other.op in (
-                    "<=", "<"
-                ):
-                    empty = req.threshold > other.threshold or (
-                        req.threshold == other.threshold and (req.op == ">" or other.op == "<"))
-                    if empty:
-                        self.error("G118", f"requirements on {req.key} can never both hold",
-                                   other.span, f"{req.display()} (line {req.span.line}) and "
-                                   f"{other.display()}")
-                        ok = False
-        return tuple(out) if ok else None
-
-    @staticmethod
-    def _applies(name, split, has_refuse, has_anon, modalities, locality, utility) -> str | None:
-        """Why a metric cannot be measured for this policy, or None when it can."""
-        if name in _PRIVATE_METRICS and not has_refuse:
-            return f"{name} is measured on refuse rules"
-        if has_anon and name not in ("identification", "neurons_touched"):
-            return "anonymize rules are measured with identification(image) and neurons_touched"
-        if name == "identification" and not has_anon:
-            return "identification is measured on anonymize rules"
-        if name in _PRIVATE_METRICS and split in _SPLIT_MODALITY and \
-                _SPLIT_MODALITY[split] not in modalities:
-            return f"no rule of this policy applies via {_SPLIT_MODALITY[split]}"
-        if name in _LOCALITY_METRICS and not locality:
-            return "add `keep other_subjects` or `keep other_attributes` to measure it"
-        if name in _UTILITY_METRICS and not utility:
-            return "add `keep utility` to measure it"
-        return None
-
-    def _contradictions(self, policies: list[ir.Policy]) -> None:
-        if not any(p.keep_rules() for p in policies):
-            return
-        refused: dict[tuple[str, str], ir.RefuseRule] = {}
-        for p in policies:
-            for r in p.refuse_rules():
-                for a in r.attributes:
-                    for s in r.subjects:
-                        refused.setdefault((a, s), r)
-        for p in policies:
-            for k in p.keep_rules():
-                for a in k.attributes:
-                    hit = next(((a, s) for s in k.subjects if (a, s) in refused), None)
-                    if hit:
-                        r = refused[hit]
-                        self.error("G117", f"keep contradicts a refuse rule: {a} of {hit[1]!r}",
-                                   k.span, f"refused at {r.span.file}:{r.span.line}; "
-                                   "remove one of the two")
-                        break
-
-
-_BAD = object()
-
-
-def _example(v: ast.Value) -> str:
-    x = float(v.value)
-    return f"{x * 100:g}" if 0 < x <= 1 else f"{x:g}"
 
 
 

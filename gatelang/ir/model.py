@@ -83,8 +83,9 @@ class Preservation(Node):
 class Method(Node):
     name: str
     family: Literal["refusal_edit", "neuron_ablation", "encoder_remap"]
-    params: dict[str, Any]  # every preset parameter, defaults merged with the overrides
+    params: dict[str, Any]  # every parameter: defaults, then the profile, then the overrides
     overrides: tuple[str, ...]  # the parameters the policy set explicitly
+    profile: str | None = None  # the method profile the policy named
 
 
 class Requirement(Node):

@@ -1,47 +1,26 @@
-"""Plan passes: probe, localize, gate and verify, registered by their op name.
+"""The passes every plan shares: data, verification and requirements.
 
-Importing this package registers every built-in pass; `get_pass(op)` returns the class for a
-plan node's op. Further pass modules in this package register themselves the same way.
+A method's own localize and edit passes live in its package (`gatelang/methods/<name>/`) and are
+imported when a plan that uses them runs (`get_pass` loads them). Importing this package
+registers the shared passes.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from gatelang.passes import (  # noqa: F401 - imported for registration
-    data,
-    gate,
-    localize_neural_gate,
-    localize_privacy_neurons,
-    probe,
-    requirements,
-    verify,
-)
+from gatelang.passes import data, identity, requirements, verify  # noqa: F401 - registration
 from gatelang.passes.base import (
     REGISTRY,
+    Artifact,
+    Input,
     NodeSpec,
     Pass,
     PassContext,
+    PassOptions,
     PassResult,
     get_pass,
+    method_config,
     register,
 )
 
-_BUILTIN = {"data", "gate", "localize_neural_gate", "localize_privacy_neurons", "probe",
-            "requirements", "verify"}
-
-
-def _load_more() -> None:
-    """Import the package's other pass modules so their `@register` runs."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name in _BUILTIN or info.ispkg:
-            continue
-        if info.name in ("base", "tensors", "params", "edit_set"):
-            continue
-        importlib.import_module(f"{__name__}.{info.name}")
-
-
-_load_more()
-
-__all__ = ["REGISTRY", "NodeSpec", "Pass", "PassContext", "PassResult", "get_pass", "register"]
+__all__ = ["REGISTRY", "Artifact", "Input", "NodeSpec", "Pass", "PassContext", "PassOptions",
+           "PassResult", "get_pass", "method_config", "register"]

@@ -1,9 +1,12 @@
-"""The pass interface and the registry keyed by plan op names.
+"""The pass interface, its typed contract, and the registry keyed by plan op names.
 
-A pass is a small class that declares the input roles it reads (edges of the plan) and the
-outputs it produces, and turns (context, node, inputs) into a `PassResult`. Passes never write
-files or choose devices; the runtime does, which is what makes a pass testable alone on a tiny
-model and cacheable by the node's content hash.
+A pass is a small class that declares the input roles it reads (edges of the plan) with the
+artifact each must carry, and the artifact it produces; it turns (context, node, inputs) into a
+`PassResult`. The executor checks the declarations against the plan before anything runs and
+each result against its artifact after the pass returns, so a mis-wired plan or a pass that
+forgets a field fails loudly at the node that is wrong. Passes never write files or choose
+devices; the runtime does, which is what makes a pass testable alone on a tiny model and
+cacheable by the node's content hash.
 """
 
 from __future__ import annotations
@@ -14,10 +17,87 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatelang.errors import PlanError
 
 WEIGHT_PREFIX = "weight:"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A kind of pass output: the data keys and tensor names every such result carries."""
+
+    name: str
+    data: tuple[str, ...] = ()
+    tensors: tuple[str, ...] = ()
+    weights: bool = False  # carries `weight:<parameter>` tensors (possibly none)
+
+    def missing(self, result: PassResult) -> list[str]:
+        out = [f"data[{k!r}]" for k in self.data if k not in result.data]
+        out += [f"tensors[{k!r}]" for k in self.tensors if k not in result.tensors]
+        return out
+
+
+QUERY_SET = Artifact("QuerySet", data=("selection", "ids", "n"))
+GATE_MASK = Artifact("GateMask", data=("layer", "gate_size", "hidden_size"), tensors=("gate",))
+UNIT_SET = Artifact("UnitSet", data=("units", "neurons_total"))
+WEIGHT_EDIT = Artifact("WeightEdit", data=("method",), weights=True)
+METRICS = Artifact("Metrics", data=("check", "items", "metrics"))
+REQUIREMENT_RESULTS = Artifact("RequirementResults", data=("requirements",))
+LOCALIZATION = (GATE_MASK, UNIT_SET)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input role of a pass: the artifacts it accepts, and whether the plan must draw it."""
+
+    accepts: tuple[Artifact, ...]
+    required: bool = True
+    many: bool = False  # the role may repeat (`role.0`, `role.1`, ...)
+
+
+class PassOptions(BaseModel):
+    """Run-wide settings passes read: sizes of reduced configurations (tests, benchmarks) and
+    method overrides. Unknown keys are an error, so a misspelt option never silently does
+    nothing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_new_tokens: int = Field(24, ge=1, description="tokens generated per verification answer")
+    max_items: int | None = Field(None, ge=1, description="verification items per verify node, "
+                                  "evenly spread over the cells (None: all)")
+    edit_max_items: int | None = Field(None, ge=1, description="edit queries per edit set, "
+                                       "evenly spread (None: all)")
+    verify_max_items: int | None = Field(None, ge=1, description="identity-inference items per "
+                                         "verify node (None: all)")
+    identity_images: int | None = Field(None, ge=1, description="face renderings per subject for "
+                                        "identity inference (None: the method's set)")
+    identity_languages: tuple[str, ...] = Field(("en",), description="caption languages of "
+                                                "identity inference")
+    method_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per method name, parameter values that replace the "
+        "policy's (IR units: fractions for percentages); each is checked by the method's config")
+
+
+def pass_options(options: PassOptions | dict[str, Any] | None) -> PassOptions:
+    """Validate run options; an unknown key or a bad value is a `PlanError` that names it."""
+    if isinstance(options, PassOptions):
+        return options
+    try:
+        parsed = PassOptions.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        known = ", ".join(PassOptions.model_fields)
+        raise PlanError(f"run option {where or '?'}: {err['msg']} (options: {known})") from None
+    from gatelang.methods import methods
+
+    unknown = sorted(set(parsed.method_overrides) - set(methods()))
+    if unknown:
+        raise PlanError(f"method_overrides names unknown method {unknown[0]!r}; overrides are "
+                        "keyed by method name, e.g. {\"neural_gate\": {\"steps\": 1}}")
+    return parsed
 
 
 @dataclass
@@ -63,14 +143,14 @@ class PassContext:
         world: Any = None,
         stdlib: Any = None,
         progress: Callable[[int, str], Progress] | None = None,
-        options: dict[str, Any] | None = None,
+        options: PassOptions | dict[str, Any] | None = None,
     ) -> None:
         self.loaded = loaded
         self.seed = seed
         self._world = world
         self._stdlib = stdlib
         self._progress = progress
-        self.options = dict(options or {})
+        self.options = pass_options(options)
         self._base: dict[str, torch.Tensor] = {}
 
     @property
@@ -144,13 +224,16 @@ def weights_of(inputs: dict[str, PassResult]) -> dict[str, torch.Tensor]:
 
 
 class Pass:
-    """Base class: subclasses set `op`, `kind`, `inputs`, `outputs` and implement `run`."""
+    """Base class: subclasses set `op`, `kind`, `inputs`, `output` and implement `run`.
+
+    The cache key of a pass's result hashes the source of its module and of every gatelang
+    module that module imports (runtime/fingerprint.py), so no version number needs bumping.
+    """
 
     op: ClassVar[str] = ""
     kind: ClassVar[str] = ""
-    inputs: ClassVar[tuple[str, ...]] = ()
-    outputs: ClassVar[tuple[str, ...]] = ()
-    version: ClassVar[str] = "1"
+    inputs: ClassVar[dict[str, Input]] = {}
+    output: ClassVar[Artifact]
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         raise NotImplementedError
@@ -162,13 +245,37 @@ REGISTRY: dict[str, type[Pass]] = {}
 def register(cls: type[Pass]) -> type[Pass]:
     if not cls.op:
         raise ValueError(f"{cls.__name__} has no op name")
+    if not isinstance(getattr(cls, "output", None), Artifact):
+        raise ValueError(f"{cls.__name__} declares no output artifact")
+    old = REGISTRY.get(cls.op)
+    if old is not None and old.__qualname__ != cls.__qualname__:
+        raise ValueError(f"op {cls.op!r} is already registered by {old.__module__}")
     REGISTRY[cls.op] = cls
     return cls
 
 
 def get_pass(op: str) -> type[Pass]:
+    if op not in REGISTRY:
+        from gatelang.methods import load_all_passes
+
+        load_all_passes()
     try:
         return REGISTRY[op]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
         raise PlanError(f"no pass is registered for op {op!r} (known: {known})") from None
+
+
+def method_config(ctx: PassContext, node: NodeSpec) -> Any:
+    """The node's method config: the policy's resolved parameters, then the run's overrides
+    for this method, validated by the method's config class (unknown names are errors)."""
+    from gatelang.methods import MethodConfigError, UnknownMethodError, get_method
+
+    name = str(node.params.get("method", ""))
+    try:
+        spec = get_method(name)
+        values = {**dict(node.params.get("params") or {}),
+                  **ctx.options.method_overrides.get(name, {})}
+        return spec.resolve(values)
+    except (UnknownMethodError, MethodConfigError) as exc:
+        raise PlanError(f"{node.op}: {exc}") from None

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gatelang.errors import PlanError
-from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
+from gatelang.passes.base import QUERY_SET, NodeSpec, Pass, PassContext, PassResult, register
 
 _SELECT_KEYS = ("subjects", "attributes", "languages", "modalities", "splits")
 
@@ -97,9 +97,9 @@ def find_data(inputs: dict[str, PassResult], *roles: str) -> list[PassResult]:
 def edit_queries(ctx: PassContext, inputs: dict[str, PassResult]) -> list[Any]:
     """The edit split of a node's data inputs, capped by the run option `edit_max_items`
     (evenly spread, so every cell keeps examples; used by reduced test configurations)."""
-    data = find_data(inputs, "edit", "queries")
+    data = find_data(inputs, "edit_set", "queries")
     queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
-    limit = int(ctx.options.get("edit_max_items", 0) or 0)
+    limit = ctx.options.edit_max_items or 0
     if limit and len(queries) > limit:
         step = len(queries) / limit
         queries = [queries[int(i * step)] for i in range(limit)]
@@ -110,7 +110,7 @@ def edit_queries(ctx: PassContext, inputs: dict[str, PassResult]) -> list[Any]:
 class QueriesPass(Pass):
     op = "data.queries"
     kind = "data"
-    outputs = ("queries",)
+    output = QUERY_SET
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         selection = {k: v for k, v in node.params.items()}

@@ -15,9 +15,18 @@ from typing import Any
 import torch
 
 from gatelang.passes._measure import Item, generate
-from gatelang.passes.algorithms.neural_gate import CONTEXT_TEMPLATES
 from gatelang.passes.base import PassContext
 from gatelang.passes.tensors import TokenBatch
+
+# The six context templates of the published code (`ours/get_mask_for_cat_level.py`).
+CONTEXT_TEMPLATES: tuple[str, ...] = (
+    "{}",
+    "The image shows that. {}",
+    "Therefore, it is. {}",
+    "Because I am just. {}",
+    "I am an AI. {}",
+    "You want to. {}",
+)
 
 
 @dataclass(frozen=True)

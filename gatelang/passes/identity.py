@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatelang.passes.remap import RemapError, clip_image_embed, clip_text_embed
+from gatelang.errors import ModelError
+from gatelang.models.encoders import clip_image_embed, clip_text_embed
 
 # Templates the attack uses; none of them is among the remap's training templates, so a
 # successful remap has to generalise beyond the phrasings it saw.
@@ -50,7 +51,7 @@ class IdentityInferenceResult:
             return float("nan")
         missing = [s for s in ids if s not in self.identified]
         if missing:
-            raise RemapError(f"identity inference did not attack {missing}")
+            raise ModelError(f"identity inference did not attack {missing}")
         return sum(self.identified[s] for s in ids) / len(ids)
 
     def to_json(self) -> dict[str, Any]:
@@ -84,14 +85,14 @@ def idia_from_embeddings(
     `candidates[c]` is the id of candidate c (a subject id, or a distractor's own label).
     """
     if min_correct < 1:
-        raise RemapError(f"min_correct must be >= 1, got {min_correct}")
+        raise ModelError(f"min_correct must be >= 1, got {min_correct}")
     if not name_embeds:
-        raise RemapError("identity inference needs at least one prompt template")
+        raise ModelError("identity inference needs at least one prompt template")
     result = IdentityInferenceResult()
     texts = [_normalize(t) for t in name_embeds]
     for subject, imgs in image_embeds.items():
         if imgs.shape[0] == 0:
-            raise RemapError(f"no face image of subject {subject!r} to attack with")
+            raise ModelError(f"no face image of subject {subject!r} to attack with")
         im = _normalize(imgs)
         votes = []
         for t in texts:
@@ -109,7 +110,7 @@ def zero_shot_accuracy(
 ) -> float:
     """Share of images whose most similar class text is their label."""
     if image_embeds.shape[0] != len(labels):
-        raise RemapError(f"{image_embeds.shape[0]} images for {len(labels)} labels")
+        raise ModelError(f"{image_embeds.shape[0]} images for {len(labels)} labels")
     if not labels:
         return float("nan")
     preds = (_normalize(image_embeds) @ _normalize(class_embeds).T).argmax(-1)
@@ -172,7 +173,12 @@ def identity_inference(
 # ---------------------------------------------------------------------------------------------
 # The plan pass.
 
+from gatelang.models.encoders import pixel_fn  # noqa: E402
 from gatelang.passes.base import (  # noqa: E402
+    METRICS,
+    QUERY_SET,
+    WEIGHT_EDIT,
+    Input,
     NodeSpec,
     Pass,
     PassContext,
@@ -180,13 +186,19 @@ from gatelang.passes.base import (  # noqa: E402
     register,
     weights_of,
 )
-from gatelang.passes.remap import (  # noqa: E402
+from gatelang.passes.faces import (  # noqa: E402
     IDENTITY_VARIANTS,
     benign_captions,
     benign_images,
-    pixel_fn,
     subjects_of,
 )
+
+
+@torch.no_grad()
+def embedding_drift(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Mean cosine similarity of clean inputs' embeddings before vs after (1.0 = unchanged)."""
+    a, b = after.flatten(1).float(), before.flatten(1).float()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
 
 
 def _label(identified: bool) -> str:
@@ -218,8 +230,8 @@ def benign_accuracy(model: nn.Module, tokenizer: Any, pixels: Callable[[Sequence
 def clip_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torch.Tensor]) -> PassResult:
     """IDIA before and after on a CLIP-style model, plus benign accuracy and embedding drift."""
     world = ctx.world
-    targets = {s.id for s in subjects_of(ctx, node)}
-    n_img = int(ctx.options.get("identity_images", len(IDENTITY_VARIANTS)))
+    targets = {s.id for s in subjects_of(ctx.world, node.params.get("subjects") or [], node.op)}
+    n_img = ctx.options.identity_images or len(IDENTITY_VARIANTS)
     variants = IDENTITY_VARIANTS[: max(1, n_img)]
     faces = {s.id: [world.face(s.id, v) for v in variants] for s in world.subjects}
     candidates = {s.id: s.name for s in world.subjects}
@@ -241,8 +253,6 @@ def clip_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, tor
         after, benign_a, text_a, img_a = measure()
     bar.update(1)
     bar.close()
-    from gatelang.passes.remap import embedding_drift
-
     items = [
         {"id": f"identity/{sid}", "subject": sid, "attribute": "identity", "language": "en",
          "modality": "image", "split": "heldout", "group": "target",
@@ -279,19 +289,19 @@ def vlm_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torc
     from gatelang.passes._measure import generate, normalizer_for, score_answer
 
     world = ctx.world
-    targets = {s.id for s in subjects_of(ctx, node)}
+    targets = {s.id for s in subjects_of(ctx.world, node.params.get("subjects") or [], node.op)}
     private = [a for a in world.attributes if world.stdlib.attributes[a].private]
-    langs = list(ctx.options.get("identity_languages", ["en"]))
+    langs = list(ctx.options.identity_languages)
     queries = world.queries(attributes=private, languages=langs, modalities=["image"],
                             splits=["heldout"])
-    limit = int(ctx.options.get("verify_max_items", 0) or 0)
+    limit = ctx.options.verify_max_items or 0
     tq = [q for q in queries if q.subject_id in targets]
     oq = [q for q in queries if q.subject_id not in targets]
     if limit and len(oq) > limit:
         step = len(oq) / limit
         oq = [oq[int(i * step)] for i in range(limit)]
     qs = tq + oq
-    max_new = int(ctx.options.get("max_new_tokens", 24))
+    max_new = ctx.options.max_new_tokens
     bar = ctx.progress(2, node.label or node.op)
     before = generate(ctx.loaded, qs, max_new_tokens=max_new)
     bar.update(1)
@@ -330,8 +340,8 @@ class IdentityInferencePass(Pass):
 
     op = "verify.identity_inference"
     kind = "verify"
-    inputs = ("gate", "queries")
-    outputs = ("items", "metrics")
+    inputs = {"edited": Input((WEIGHT_EDIT,)), "queries": Input((QUERY_SET,), many=True)}
+    output = METRICS
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         weights = weights_of(inputs)

@@ -14,7 +14,19 @@ from typing import Any
 
 import torch
 
-from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register, weights_of
+from gatelang.errors import PlanError
+from gatelang.passes.base import (
+    METRICS,
+    REQUIREMENT_RESULTS,
+    WEIGHT_EDIT,
+    Input,
+    NodeSpec,
+    Pass,
+    PassContext,
+    PassResult,
+    register,
+    weights_of,
+)
 
 _OPS = {">=": lambda v, t: v >= t - 1e-9, "<=": lambda v, t: v <= t + 1e-9,
         ">": lambda v, t: v > t, "<": lambda v, t: v < t, "==": lambda v, t: abs(v - t) < 1e-9}
@@ -106,7 +118,7 @@ def metric_value(metric: str, split: str, evidence: dict[str, list[dict[str, Any
         items = evidence.get("identification", [])
         v = _share(items, "after", "identified")
         return (None if v is None else 100 * v), len(items)
-    return None, 0
+    raise PlanError(f"report.requirements: no measurement is defined for metric {metric!r}")
 
 
 def _relative(items: Sequence[dict[str, Any]]) -> float | None:
@@ -149,8 +161,8 @@ def evaluate(requirements: Sequence[dict[str, Any]], evidence: dict[str, list[di
 class RequirementsPass(Pass):
     op = "report.requirements"
     kind = "report"
-    inputs = ("verify",)
-    outputs = ("requirements", "passed")
+    inputs = {"edited": Input((WEIGHT_EDIT,)), "verify": Input((METRICS,), many=True)}
+    output = REQUIREMENT_RESULTS
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         evidence: dict[str, list[dict[str, Any]]] = {}

@@ -14,7 +14,18 @@ from typing import Any
 
 from gatelang.errors import PlanError
 from gatelang.passes._measure import generate, normalizer_for, score_answer
-from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register, weights_of
+from gatelang.passes.base import (
+    METRICS,
+    QUERY_SET,
+    WEIGHT_EDIT,
+    Input,
+    NodeSpec,
+    Pass,
+    PassContext,
+    PassResult,
+    register,
+    weights_of,
+)
 from gatelang.passes.data import find_data, queries_of
 
 
@@ -37,7 +48,7 @@ def subsample(items: Sequence[Any], limit: int | None) -> list[Any]:
 
 def answer_both(ctx: PassContext, inputs: dict[str, PassResult], queries: Sequence[Any], desc: str) -> tuple[list[str], list[str]]:
     bar = ctx.progress(2, desc)
-    max_new = int(ctx.options.get("max_new_tokens", 24))
+    max_new = ctx.options.max_new_tokens
     before = generate(ctx.loaded, queries, max_new_tokens=max_new)
     bar.update(1)
     with ctx.edited_weights(weights_of(inputs)):
@@ -61,7 +72,7 @@ def _queries(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult], *r
     queries = [q for d in data for q in queries_of(ctx, d)]
     if not bool(node.params.get("include_edit", False)):
         queries = [q for q in queries if q.split != "edit" or q.modality in ("document", "scene")]
-    limit = node.params.get("max_items") or ctx.options.get("max_items")
+    limit = node.params.get("max_items") or ctx.options.max_items
     return subsample(queries, int(limit) if limit else None)
 
 
@@ -132,9 +143,8 @@ def _rate(rows: Sequence[dict[str, Any]], side: str, label: str) -> float | None
 
 class _Verify(Pass):
     kind = "verify"
-    inputs = ("gate", "queries")
-    outputs = ("items", "metrics")
-    version = "2"
+    inputs = {"edited": Input((WEIGHT_EDIT,)), "queries": Input((QUERY_SET,), many=True)}
+    output = METRICS
     check = ""
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:

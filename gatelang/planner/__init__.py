@@ -7,13 +7,22 @@ from gatelang.planner.capabilities import (
     TINY_LLAVA_CAPABILITIES,
     ModelCapabilities,
 )
-from gatelang.planner.plan import KINDS, OPS, SCHEMA_VERSION, Cost, Plan, PlanNode, node_id
+from gatelang.planner.plan import (
+    KINDS,
+    SCHEMA_VERSION,
+    SHARED_OPS,
+    Cost,
+    Plan,
+    PlanNode,
+    known_ops,
+    node_id,
+)
 from gatelang.planner.render import render
 
 __all__ = [
     "BUILTIN_CAPABILITIES",
     "KINDS",
-    "OPS",
+    "SHARED_OPS",
     "SCHEMA_VERSION",
     "TINY_CLIP_CAPABILITIES",
     "TINY_LLAVA_CAPABILITIES",
@@ -21,6 +30,7 @@ __all__ = [
     "ModelCapabilities",
     "Plan",
     "PlanNode",
+    "known_ops",
     "node_id",
     "plan",
     "render",

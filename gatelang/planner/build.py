@@ -1,14 +1,16 @@
 """IR + model capabilities -> plan.
 
 Per policy, in file order: edit query sets (one per subject set, language and modality mix,
-so rules that probe the same people in the same language share the set and its probe), probes,
-one localize and one gate node (the gate reads the previous policy's gate through a `weights`
+so rules about the same people in the same language share the set), the method's localize node
+(when it has one) and its edit node (which reads the previous policy's edit through a `weights`
 edge, so edits compose in file order), verify nodes on data the edit never saw, and a
 `report.requirements` node that alone holds the thresholds: tightening a threshold re-runs
 only the report.
 
-Params carry everything a pass needs without the IR. Two conventions passes rely on:
-method parameters are nested under `params` next to `method`, percentages there are fractions;
+Which ops a method contributes and what they cost comes from its registered `MethodSpec`
+(gatelang/methods/<name>/): the planner holds no per-method table. Params carry everything a pass
+needs without the IR. Two conventions passes rely on: method parameters are nested under
+`params` next to `method` (every parameter of the method's config, percentages as fractions);
 requirement thresholds in `report.requirements` are in the metric's display unit (95.0 for 95%).
 """
 
@@ -22,6 +24,7 @@ import networkx as nx
 
 from gatelang.errors import Diagnostic, PlanError, Span
 from gatelang.ir import model as ir
+from gatelang.methods import Work, get_method
 from gatelang.planner.capabilities import TINY_LLAVA_CAPABILITIES, ModelCapabilities
 from gatelang.planner.plan import Cost, Plan, PlanNode, node_id
 from gatelang.stdlib import Stdlib, load_stdlib
@@ -29,19 +32,6 @@ from gatelang.stdlib import Stdlib, load_stdlib
 SEED = "$seed"  # replaced by the run's seed (the runtime derives one per node)
 MAX_NEW_TOKENS = 24  # generation length assumed by the cost estimate of verify nodes
 LOCALITY_SAMPLE = 8  # queries per (attribute, language, modality, split) cell for other subjects
-_LOCALIZE = {
-    "neural_gate": "localize.neural_gate",
-    "random_gate": "localize.random",
-    "deactivate": "localize.privacy_neurons",
-    "privacy_neurons": "localize.privacy_neurons",
-}
-_GATE = {
-    "neural_gate": "gate.neural_gate",
-    "random_gate": "gate.neural_gate",
-    "finetune": "gate.finetune",
-    "deactivate": "gate.deactivate",
-    "privacy_neurons": "gate.deactivate",
-}
 _EXCLUDED_FROM_LOCALITY = ("attributes.credentials",)  # answered with a refusal by habit
 
 
@@ -202,20 +192,24 @@ class _Builder:
                 f"layers are 0..{self.caps.num_layers - 1}, or `auto`"))
 
     # -- policies --------------------------------------------------------------------------------
-    def policy(self, p: ir.Policy, prev_gate: str | None) -> str:
+    def policy(self, p: ir.Policy, prev_edit: str | None) -> str:
         if p.method.family == "encoder_remap":
-            return self.anonymize_policy(p, prev_gate)
-        return self.refuse_policy(p, prev_gate)
+            return self.anonymize_policy(p, prev_edit)
+        return self.refuse_policy(p, prev_edit)
 
     def _method_params(self, p: ir.Policy) -> dict[str, Any]:
-        return {"method": p.method.name, "params": dict(sorted(p.method.params.items()))}
+        out: dict[str, Any] = {"method": p.method.name,
+                               "params": dict(sorted(p.method.params.items()))}
+        if p.method.profile:
+            out["profile"] = p.method.profile
+        return out
 
-    def refuse_policy(self, p: ir.Policy, prev_gate: str | None) -> str:
+    def refuse_policy(self, p: ir.Policy, prev_edit: str | None) -> str:
         name = p.name
         rules = p.refuse_rules()
-        weights = [("weights", prev_gate)] if prev_gate else []
+        weights = [("weights", prev_edit)] if prev_edit else []
         # Edit sets: merge rules over (subjects, language, modalities), so rules about the same
-        # people in the same language share the query set and the probe.
+        # people in the same language share the query set.
         groups: dict[tuple, dict[str, Any]] = {}
         for r in rules:
             for lang in r.languages:
@@ -223,24 +217,11 @@ class _Builder:
                 g = groups.setdefault(key, {"attributes": [], "span": r.span})
                 g["attributes"].extend(a for a in r.attributes if a not in g["attributes"])
         edits: list[tuple[str, int, int]] = []
-        probes: list[str] = []
-        method = p.method.name
-        uses_probe = method != "finetune"
         for (subjects, lang, mods), g in groups.items():
             label = f"edit set: {', '.join(g['attributes'])} / {lang} / {'+'.join(mods)}"
-            edit = self.data(label, name, g["span"], subjects=subjects,
-                             attributes=g["attributes"], languages=[lang], modalities=mods,
-                             splits=["edit"])
-            edits.append(edit)
-            if uses_probe:
-                params = {"subjects": list(subjects), "attributes": g["attributes"],
-                          "languages": [lang], "modalities": list(mods), "site": "mlp_act",
-                          "layers": list(range(self.caps.num_layers)), "mlp": True,
-                          "model": self.caps.name}
-                probes.append(self.add(
-                    "probe", "probe.activations", params, [("queries", edit[0]), *weights],
-                    f"probe: {lang} / {'+'.join(mods)} ({edit[1]} queries)", name, g["span"],
-                    Cost(forward_passes=edit[1], tokens=edit[2])))
+            edits.append(self.data(label, name, g["span"], subjects=subjects,
+                                   attributes=g["attributes"], languages=[lang], modalities=mods,
+                                   splits=["edit"]))
         n_edit = sum(e[1] for e in edits)
         edit_tokens = sum(e[2] for e in edits)
         subjects = list(dict.fromkeys(s for r in rules for s in r.subjects))
@@ -249,53 +230,35 @@ class _Builder:
         modalities = [m for m in ir.MODALITIES if any(m in r.modalities for r in rules)]
         scope = {"subjects": subjects, "attributes": attributes, "languages": languages,
                  "modalities": modalities, "model": self.caps.name, "seed": SEED}
-        mp = p.method.params
-        edit_edges = [("edit", e[0]) for e in edits]
-        loc_id = None
-        if method in _LOCALIZE:
-            op = _LOCALIZE[method]
-            params = {**self._method_params(p), **scope}
-            if op == "localize.privacy_neurons":
-                params["cross_lingual"] = method == "privacy_neurons"
-            if op == "localize.neural_gate":
-                search = self.caps.num_layers * 4 if mp.get("layer") == "auto" else 0
-                steps = int(mp.get("mask_steps", 1)) * (n_edit + search)
-                cost = Cost(forward_passes=steps, backward_passes=steps, tokens=edit_tokens)
-            elif op == "localize.privacy_neurons":
-                steps = int(mp.get("ig_steps", 1)) * n_edit
-                cost = Cost(forward_passes=steps, backward_passes=steps, tokens=edit_tokens)
-            else:
-                cost = Cost()
-            loc_id = self.add("localize", op, params,
-                              [*edit_edges, *[("probe", x) for x in probes], *weights],
-                              f"localize: {method}", name, p.method.span, cost)
-        gate_op = _GATE[method]
-        if gate_op == "gate.deactivate":
-            gate_cost = Cost()
-        else:
-            steps = int(mp.get("steps", 1)) * int(mp.get("epochs", 1)) * n_edit * 2
-            gate_cost = Cost(forward_passes=steps, backward_passes=steps,
-                             tokens=edit_tokens * 2 * int(mp.get("steps", 1)))
-        gate_parents = [*edit_edges, *weights]
-        if loc_id:
-            gate_parents.append(("localize", loc_id))
-        gate = self.add("gate", gate_op, {**self._method_params(p), **scope}, gate_parents,
-                        f"gate: {method} ({name})", name, p.method.span, gate_cost)
-        verifies = self.verify_refuse(p, gate, languages, edits)
-        self.report(p, gate, verifies)
-        return gate
+        spec = get_method(p.method.name)
+        config = spec.resolve(p.method.params)
+        layers = self.caps.num_layers
+        edit_edges = [("edit_set", e[0]) for e in edits]
+        parents = [*edit_edges, *weights]
+        if spec.localize:
+            params = {**self._method_params(p), **scope, **spec.localize_params}
+            loc = self.add("localize", spec.localize, params, [*edit_edges, *weights],
+                           f"localize: {spec.name}", name, p.method.span,
+                           _cost(spec.localize_cost(config, n_edit, edit_tokens, layers)))
+            parents.append(("localize", loc))
+        edit = self.add("edit", spec.edit["refuse"], {**self._method_params(p), **scope}, parents,
+                        f"edit: {spec.name} ({name})", name, p.method.span,
+                        _cost(spec.edit_cost(config, n_edit, edit_tokens, layers)))
+        verifies = self.verify_refuse(p, edit, languages, edits)
+        self.report(p, edit, verifies)
+        return edit
 
-    def _verify(self, op: str, p: ir.Policy, gate: str, data: list[tuple[str, int, int]],
+    def _verify(self, op: str, p: ir.Policy, edit: str, data: list[tuple[str, int, int]],
                 params: dict[str, Any], label: str, span: Span) -> str:
         n = sum(d[1] for d in data)
         tokens = sum(d[2] for d in data)
         cost = Cost(forward_passes=2 * n, tokens=2 * (tokens + n * MAX_NEW_TOKENS))
         params = {**params, "model": self.caps.name, "max_new_tokens": MAX_NEW_TOKENS}
         return self.add("verify", op, params,
-                        [("gate", gate), *[("queries", d[0]) for d in data]],
+                        [("edited", edit), *[("queries", d[0]) for d in data]],
                         label, p.name, span, cost)
 
-    def verify_refuse(self, p: ir.Policy, gate: str, languages: list[str],
+    def verify_refuse(self, p: ir.Policy, edit: str, languages: list[str],
                       edits: list[tuple[str, int, int]]) -> list[str]:
         name = p.name
         rules = p.refuse_rules()
@@ -324,7 +287,7 @@ class _Builder:
             # Only a requirement on the edit split measures on what the edit trained on.
             refusal_data.extend(edits)
             params["include_edit"] = True
-        out.append(self._verify("verify.refusal", p, gate, refusal_data, params,
+        out.append(self._verify("verify.refusal", p, edit, refusal_data, params,
                                 f"verify refusal ({name})", p.span))
         locality = []
         if p.preserves("other_subjects"):
@@ -346,7 +309,7 @@ class _Builder:
                 attributes=k.attributes, languages=languages, modalities=["text"],
                 splits=["heldout"]))
         if locality:
-            out.append(self._verify("verify.locality", p, gate, locality, {
+            out.append(self._verify("verify.locality", p, edit, locality, {
                 "subjects": subjects, "attributes": attributes, "rule_languages": languages,
             }, f"verify locality ({name})", p.span))
         if p.preserves("utility"):
@@ -354,51 +317,55 @@ class _Builder:
             text_only = ["text"] if "image" not in self.caps.modalities else None
             util = self.data("utility tasks", name, p.span, source="utility",
                              languages=languages, modalities=text_only)
-            out.append(self._verify("verify.utility", p, gate, [util], {
+            out.append(self._verify("verify.utility", p, edit, [util], {
                 "rule_languages": languages}, f"verify utility ({name})", p.span))
         return out
 
-    def anonymize_policy(self, p: ir.Policy, prev_gate: str | None) -> str:
+    def anonymize_policy(self, p: ir.Policy, prev_edit: str | None) -> str:
         name = p.name
-        gate = prev_gate
+        edit = prev_edit
         verifies = []
-        weights = [("weights", prev_gate)] if prev_gate else []
+        spec = get_method(p.method.name)
+        config = spec.resolve(p.method.params)
         for r in p.anonymize_rules():
             for enc in r.encoders:
                 modality = "text" if enc == "text" else "image"
-                edit = self.data(f"{enc} encoder: subjects", name, r.span, subjects=r.subjects,
+                data = self.data(f"{enc} encoder: subjects", name, r.span, subjects=r.subjects,
                                  languages=list(self.caps.languages[:1]) or ["en"],
                                  attributes=(), modalities=[modality], splits=["edit"])
-                steps = int(p.method.params.get("steps", 1))
                 params = {**self._method_params(p), "subjects": list(r.subjects),
                           "encoder": self.caps.encoder_for(enc), "model": self.caps.name,
                           "seed": SEED}
-                gate = self.add("gate", f"gate.remap_{enc}", params,
-                                [("edit", edit[0]), *([("weights", gate)] if gate else weights)],
-                                f"gate: remap {enc} encoder ({name})", name, r.span,
-                                Cost(forward_passes=steps, backward_passes=steps,
-                                     tokens=steps * max(1, edit[2] // max(1, edit[1]))))
+                work = spec.edit_cost(config, data[1], data[2], self.caps.num_layers)
+                edit = self.add("edit", spec.edit[enc], params,
+                                [("edit_set", data[0]), *([("weights", edit)] if edit else [])],
+                                f"edit: remap {enc} encoder ({name})", name, r.span, _cost(work))
             held = self.data("identity queries (held-out)", name, r.span, subjects=r.subjects,
                              languages=list(self.caps.languages), attributes=(),
                              modalities=["image" if "image" in r.encoders else "text"],
                              splits=["heldout"])
-            assert gate is not None
-            verifies.append(self._verify("verify.identity_inference", p, gate, [held], {
+            assert edit is not None
+            verifies.append(self._verify("verify.identity_inference", p, edit, [held], {
                 "subjects": list(r.subjects), "encoders": list(r.encoders)},
                 f"verify identity inference ({name})", r.span))
-        assert gate is not None
-        self.report(p, gate, verifies)
-        return gate
+        assert edit is not None
+        self.report(p, edit, verifies)
+        return edit
 
-    def report(self, p: ir.Policy, gate: str, verifies: list[str]) -> str:
+    def report(self, p: ir.Policy, edit: str, verifies: list[str]) -> str:
         reqs = []
         for r in p.requirements:
             threshold = r.threshold * 100 if r.unit == "percent" else r.threshold
             reqs.append({"name": r.display(), "metric": r.metric, "split": r.split, "op": r.op,
                          "threshold": round(threshold, 10), "unit": r.unit, "policy": p.name})
         return self.add("report", "report.requirements", {"policy": p.name, "requirements": reqs},
-                        [("gate", gate), *[("verify", v) for v in verifies]],
+                        [("edited", edit), *[("verify", v) for v in verifies]],
                         f"requirements ({p.name})", p.name, p.span, Cost())
+
+
+def _cost(work: Work) -> Cost:
+    return Cost(forward_passes=work.forward_passes, backward_passes=work.backward_passes,
+                tokens=work.tokens)
 
 
 def plan(pf: ir.PolicyFile, capabilities: ModelCapabilities | None = None, *,

@@ -22,25 +22,29 @@ from gatelang.planner.capabilities import ModelCapabilities
 SCHEMA_VERSION = 1
 ID_LENGTH = 16  # hex digits of the sha256 content hash shown as a node id
 
-Kind = Literal["data", "probe", "localize", "gate", "verify", "report"]
-KINDS: tuple[str, ...] = ("data", "probe", "localize", "gate", "verify", "report")
-OPS: tuple[str, ...] = (
+Kind = Literal["data", "localize", "edit", "verify", "report"]
+KINDS: tuple[str, ...] = ("data", "localize", "edit", "verify", "report")
+# Ops every plan may use; each method adds its own localize and edit ops (`known_ops`).
+SHARED_OPS: tuple[str, ...] = (
     "data.queries",
-    "probe.activations",
-    "localize.neural_gate",
-    "localize.privacy_neurons",
-    "localize.random",
-    "gate.neural_gate",
-    "gate.finetune",
-    "gate.deactivate",
-    "gate.remap_text",
-    "gate.remap_image",
     "verify.refusal",
     "verify.locality",
     "verify.utility",
     "verify.identity_inference",
     "report.requirements",
 )
+
+
+def known_ops() -> tuple[str, ...]:
+    """The shared ops and every registered method's localize and edit ops."""
+    from gatelang.methods import methods
+
+    ops = list(SHARED_OPS)
+    for spec in methods().values():
+        for op in (spec.localize, *spec.edit.values()):
+            if op and op not in ops:
+                ops.append(op)
+    return tuple(ops)
 
 
 class Cost(BaseModel):

@@ -12,25 +12,38 @@ def _fmt(n: int) -> str:
     return str(n)
 
 
+def _method(node: PlanNode):
+    from gatelang.methods import get_method
+
+    spec = get_method(str(node.params.get("method")))
+    return spec, spec.resolve(node.params.get("params", {}))
+
+
 def _touches(plan: Plan, node: PlanNode) -> str:
-    """What a gate may change, in the model's own units, for reviewers of the plan."""
-    p = node.params
-    mp = p.get("params", {})
-    if node.op.startswith("gate.remap"):
-        return f"{p.get('encoder')} ({len(p.get('subjects', []))} subjects)"
-    units = plan.model.intermediate_size
-    layers = plan.model.num_layers
-    if node.op == "gate.deactivate":
-        return (f"zeroes at most {mp.get('top_k', '?')} MLP units (down-projection columns) "
-                f"of {units * layers} in {layers} layers")
-    layer = mp.get("layer", "auto")
-    where = "one auto-selected decoder layer" if layer == "auto" else f"decoder layer {layer}"
-    if node.op == "gate.finetune" or "sparsity" not in mp:
-        return f"MLP down-projection of {where}, all {units} units"
-    dims = plan.model.hidden_size  # the gate selects residual dimensions (output rows)
-    gate = max(1, int(float(mp["sparsity"]) * dims))
-    return (f"MLP down-projection of {where}, through a gate of at most {gate} of {dims} "
-            "residual dimensions")
+    """What an edit may change, in the model's own units (the method says), for reviewers."""
+    from gatelang.methods.base import ModelShape
+
+    spec, config = _method(node)
+    m = plan.model
+    where = spec.describe(config, ModelShape(m.num_layers, m.hidden_size, m.intermediate_size))
+    if node.op.startswith("edit.remap"):
+        where = f"{node.params.get('encoder')} ({len(node.params.get('subjects', []))} " \
+                f"subjects): {where}"
+    return where
+
+
+def _settings(node: PlanNode) -> str:
+    """The method's settings that differ from its defaults, named as a policy writes them."""
+    spec, config = _method(node)
+    defaults = spec.defaults()
+    shown = []
+    for key, info in spec.params().items():
+        value = getattr(config, key)
+        if value != defaults[key]:
+            shown.append(f"{key} {info.display(value)}")
+    profile = node.params.get("profile")
+    head = f"method {spec.name}" + (f" (profile {profile})" if profile else "")
+    return head + (": " + ", ".join(shown) if shown else " (defaults)")
 
 
 def render_text(plan: Plan) -> str:
@@ -70,11 +83,12 @@ def _node_lines(plan: Plan, node: PlanNode, width: int, lines: list[str]) -> Non
     pad = " " * (2 + 16 + 2 + width + 2)
     lines.append(f"  {node.id}  {node.op:<{width}}  {node.label}")
     lines.append(pad + cost + (f"  <- {deps}" if deps else ""))
-    if node.kind == "gate":
+    if node.kind == "edit":
+        lines.append(pad + _settings(node))
         lines.append(pad + f"touches: {_touches(plan, node)}")
 
 
-_SHAPES = {"data": "note", "probe": "box", "localize": "diamond", "gate": "box3d",
+_SHAPES = {"data": "note", "localize": "diamond", "edit": "box3d",
            "verify": "ellipse", "report": "doubleoctagon"}
 
 

@@ -210,6 +210,21 @@ def apply_patch(
             f"{source}: this patch was made for base weights {want[:12]}…, but the model's "
             f"weights hash is {have[:12]}…; load the base model the patch was made for"
         )
+    values = patch_values(model, patch, source=source)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(value)
+
+
+def patch_values(model: nn.Module, patch: Patch, *, source: str = "patch"
+                 ) -> dict[str, torch.Tensor]:
+    """The full new value of every tensor the patch edits, on the model's current weights.
+
+    The one place a patch's rows/columns/full edits are turned into tensors: `apply_patch`
+    writes them, `verify --lock` hands them to verification as the edit's result. Checks names,
+    shapes and index ranges first, so a bad patch never half-applies.
+    """
     params = dict(model.named_parameters())
     for e in patch.edits:
         if e.name not in params:
@@ -217,13 +232,26 @@ def apply_patch(
         p = params[e.name]
         if tuple(p.shape) != e.shape:
             raise PatchError(f"{source}: {e.name} has shape {tuple(p.shape)}, patch expects {e.shape}")
+        if e.kind != "full":
+            axis = 0 if e.kind == "rows" else 1
+            idx = e.index
+            if idx is not None and idx.numel() and (int(idx.min()) < 0 or
+                                                    int(idx.max()) >= p.shape[axis]):
+                raise PatchError(f"{source}: {e.name}: {e.kind} index out of range "
+                                 f"0..{p.shape[axis] - 1}")
+    out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for e in patch.edits:
             p = params[e.name]
-            vals = e.values.to(p.device, p.dtype)
+            t = out.get(e.name)
+            if t is None:
+                t = p.detach().clone()
+            vals = e.values.to(t.device, t.dtype)
             if e.kind == "full":
-                p.copy_(vals)
+                t.copy_(vals)
             elif e.kind == "rows":
-                p[e.index.to(p.device)] = vals
+                t[e.index.to(t.device)] = vals
             else:
-                p[:, e.index.to(p.device)] = vals
+                t[:, e.index.to(t.device)] = vals
+            out[e.name] = t
+    return out

@@ -1,4 +1,5 @@
-"""Execute a plan: topological order, content-addressed cache, progress with ETA, determinism.
+"""Execute a plan: contracts checked first, then topological order, content-addressed cache,
+progress with ETA, determinism.
 
 Each node runs with its own seed derived from the run seed and the node id, so a node gives the
 same result whether its siblings ran in this process or came from the cache; that is what makes a
@@ -18,8 +19,9 @@ import networkx as nx
 import torch
 
 from gatelang.errors import GatelangError, PlanError
-from gatelang.passes.base import NodeSpec, PassContext, PassResult, Progress, get_pass
+from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, Progress, get_pass
 from gatelang.runtime.cache import Cache, cache_key
+from gatelang.runtime.fingerprint import code_fingerprint
 
 
 def node_seed(seed: int, node_id: str) -> int:
@@ -49,11 +51,45 @@ def plan_graph(plan: Any) -> nx.DiGraph:
     """The plan's networkx DAG, whether given a Plan object or the graph itself."""
     if isinstance(plan, nx.DiGraph):
         return plan
-    for name in ("graph", "dag", "g"):
-        g = getattr(plan, name, None)
-        if isinstance(g, nx.DiGraph):
-            return g
+    g = getattr(plan, "graph", None)
+    if isinstance(g, nx.DiGraph):
+        return g
     raise PlanError(f"cannot execute a {type(plan).__name__}: it has no networkx graph")
+
+
+def check_contracts(specs: list[NodeSpec]) -> dict[str, type[Pass]]:
+    """Check every node against its pass's declared contract before anything runs.
+
+    Each op must be registered with the node's kind; every incoming role must be declared, with
+    a parent whose pass produces an artifact the role accepts; every required role must be drawn
+    and a single-valued role drawn once. Returns the pass class of each node.
+    """
+    classes = {s.id: get_pass(s.op) for s in specs}
+    problems: list[str] = []
+    for s in specs:
+        cls = classes[s.id]
+        if cls.kind != s.kind:
+            problems.append(f"{s.op} ({s.id}): the pass is a {cls.kind} pass, the node a {s.kind}")
+        for role, parents in s.parents.items():
+            want = cls.inputs.get(role)
+            if want is None:
+                problems.append(f"{s.op} ({s.id}): input role {role!r} is not one the pass reads "
+                                f"({', '.join(cls.inputs) or 'none'})")
+                continue
+            if len(parents) > 1 and not want.many:
+                problems.append(f"{s.op} ({s.id}): role {role!r} is drawn {len(parents)} times")
+            for pid in parents:
+                made = classes[pid].output if pid in classes else None
+                if made is not None and made not in want.accepts:
+                    accepts = " or ".join(a.name for a in want.accepts)
+                    problems.append(f"{s.op} ({s.id}): role {role!r} needs {accepts}, its "
+                                    f"parent {pid} makes {made.name}")
+        for role, want in cls.inputs.items():
+            if want.required and role not in s.parents:
+                problems.append(f"{s.op} ({s.id}): required input {role!r} is not in the plan")
+    if problems:
+        raise PlanError("the plan breaks pass contracts:\n  " + "\n  ".join(problems))
+    return classes
 
 
 def node_specs(plan: Any) -> list[NodeSpec]:
@@ -143,6 +179,7 @@ class Executor:
         """
         specs = node_specs(plan)
         graph = plan_graph(plan)
+        classes = check_contracts(specs)
         kinds = {s.id: s.kind for s in specs}
         overrides = dict(overrides or {})
         if only is not None:
@@ -162,8 +199,9 @@ class Executor:
                 out.results[spec.id] = overrides[spec.id]
                 out.nodes.append(NodeRun(spec.id, spec.op, spec.label, 0.0, True))
                 continue
-            cls = get_pass(spec.op)
-            key = cache_key(spec.id, fingerprint=self.fingerprint, version=f"{cls.op}@{cls.version}")
+            cls = classes[spec.id]
+            key = cache_key(spec.id, fingerprint=self.fingerprint,
+                            version=f"{cls.op}@{code_fingerprint(cls.__module__)}")
             hit = self.cache.get(key)
             if hit is not None:
                 out.results[spec.id] = hit
@@ -174,11 +212,11 @@ class Executor:
             for role, parent_ids in spec.parents.items():
                 for i, pid in enumerate(parent_ids):
                     inputs[role if len(parent_ids) == 1 else f"{role}.{i}"] = out.results[pid]
-            # Weight edits reach every descendant of a gate, not only its children, so a
+            # Weight edits reach every descendant of an edit, not only its children, so a
             # report node sees what the patch changes without the plan drawing extra edges.
             direct = {pid for ids in spec.parents.values() for pid in ids}
             for aid in sorted(nx.ancestors(graph, spec.id)):
-                if aid not in direct and kinds.get(aid) == "gate" and aid in out.results:
+                if aid not in direct and kinds.get(aid) == "edit" and aid in out.results:
                     inputs[f"upstream.{aid}"] = out.results[aid]
             set_determinism(node_seed(self.ctx.seed, spec.id))
             t0 = time.perf_counter()
@@ -189,6 +227,10 @@ class Executor:
             except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - needs a GPU
                 raise GatelangError(f"{spec.op}: out of GPU memory ({exc})") from None
             result.seconds = time.perf_counter() - t0
+            missing = cls.output.missing(result)
+            if missing:
+                raise PlanError(f"{spec.op} ({spec.id}) returned a {cls.output.name} without "
+                                f"{', '.join(missing)}")
             self.cache.put(key, result)
             out.results[spec.id] = result
             out.nodes.append(NodeRun(spec.id, spec.op, spec.label, result.seconds, False))

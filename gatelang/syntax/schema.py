@@ -1,7 +1,7 @@
 """JSON Schema of the YAML form, so editors can validate and complete policies as you type.
 
-The enumerations (attributes, languages, methods and their parameters, metrics) come from the
-shipped stdlib, so the schema always matches what `gatelang check` accepts; the checker stays
+The enumerations (attributes, languages, metrics) come from the shipped stdlib and the methods,
+their parameters and profiles from the registered methods' configs, so the schema always matches what `gatelang check` accepts; the checker stays
 the authority for everything a schema cannot say (scopes, subject sets, contradictions).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatelang.methods import methods
 from gatelang.stdlib import load_stdlib
 from gatelang.syntax.names import ALL, ENCODERS, MODALITIES, PRESERVATIONS
 
@@ -22,18 +23,18 @@ def _names(values) -> dict[str, Any]:
 
 
 def _param_schema(p) -> dict[str, Any]:
-    if p.type == "percent":
+    if p.kind == "percent":
         return {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?%$", "description": p.help}
-    if p.type == "int":
+    if p.kind == "int":
         return {"type": "integer", "minimum": p.min, "maximum": p.max, "description": p.help}
-    if p.type == "float":
+    if p.kind == "float":
         return {"type": "number", "minimum": p.min, "maximum": p.max, "description": p.help}
-    if p.type == "layer":
+    if p.kind == "layer":
         return {"oneOf": [{"const": "auto"}, {"type": "integer", "minimum": 0}],
                 "description": p.help}
-    if p.type == "bool":
+    if p.kind == "bool":
         return {"type": "boolean", "description": p.help}
-    if p.type == "enum":
+    if p.kind == "enum":
         return {"enum": list(p.choices or ()), "description": p.help}
     return {"type": "string", "description": p.help}
 
@@ -43,10 +44,19 @@ def json_schema() -> dict[str, Any]:
     std = load_stdlib()
     subjects_list = {"oneOf": [{"type": "string"},
                                {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-    method_names = sorted(std.methods)
+    registered = methods()
+    method_names = sorted(registered)
     method_variants: list[dict[str, Any]] = [{"type": "string", "enum": method_names}]
     for name in method_names:
-        params = {k: _clean(_param_schema(p)) for k, p in std.methods[name].params.items()}
+        spec = registered[name]
+        params = {k: _clean(_param_schema(p)) for k, p in spec.params().items()}
+        renamed = spec.config.renamed
+        for old, new in renamed.items():
+            params[old] = {**params[new], "deprecated": True,
+                           "description": f"renamed to {new}"}
+        if spec.profiles:
+            params["profile"] = {"enum": sorted(spec.profiles),
+                                 "description": "a named set of tuned settings of the method"}
         method_variants.append({
             "type": "object", "additionalProperties": False, "minProperties": 1,
             "maxProperties": 1,

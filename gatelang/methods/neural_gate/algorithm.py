@@ -25,25 +25,15 @@ from gatelang.passes.tensors import (
     restore_grad,
 )
 
-# The six context templates of the published code (`ours/get_mask_for_cat_level.py`).
-CONTEXT_TEMPLATES: tuple[str, ...] = (
-    "{}",
-    "The image shows that. {}",
-    "Therefore, it is. {}",
-    "Because I am just. {}",
-    "I am an AI. {}",
-    "You want to. {}",
-)
 
-
-def objective(per_row: torch.Tensor, benign: torch.Tensor, kl_factor: float) -> torch.Tensor:
-    """NLL(refusal | sensitive), averaged over sensitive rows, + kl_factor * NLL(benign answer)."""
+def objective(per_row: torch.Tensor, benign: torch.Tensor, retain_weight: float) -> torch.Tensor:
+    """NLL(refusal | sensitive), averaged over sensitive rows, + retain_weight * NLL(benign answer)."""
     benign = benign.to(per_row.device)
     loss = per_row.new_zeros(())
     if (~benign).any():
         loss = loss + per_row[~benign].mean()
     if benign.any():
-        loss = loss + kl_factor * per_row[benign].mean()
+        loss = loss + retain_weight * per_row[benign].mean()
     return loss
 
 
@@ -67,7 +57,7 @@ def learn_feature_vector(
     steps: int = 25,
     lr: float = 0.5,
     l1: float = 0.001,
-    kl_factor: float = 1.25,
+    retain_weight: float = 1.25,
     init: float = 2.0,
     early_stop: float = 0.05,
 ) -> FeatureVector:
@@ -83,7 +73,7 @@ def learn_feature_vector(
             opt.zero_grad(set_to_none=True)
             with edit_subject_states(layer, batch.subject_index, lambda h: h * torch.tanh(m)):
                 logits = forward_logits(model, batch)
-            loss = objective(per_row_nll(logits, batch.labels), batch.benign, kl_factor)
+            loss = objective(per_row_nll(logits, batch.labels), batch.benign, retain_weight)
             loss = loss + l1 * (m - init).abs().mean()
             loss_val = float(loss.detach())
             done = step + 1
@@ -128,7 +118,7 @@ def gated_finetune(
     *,
     steps: int = 10,
     lr: float = 1e-5,
-    kl_factor: float = 1.25,
+    retain_weight: float = 1.25,
     epochs: int = 1,
     early_stop: float = 1e-3,
     row_mask: torch.Tensor | None = None,
@@ -185,7 +175,7 @@ def gated_finetune(
                             layer, pair.subject_index, lambda h, g=g: torch.where(g, h, h.detach())
                         ):
                             logits = forward_logits(model, pair)
-                    loss = objective(per_row_nll(logits, pair.labels), pair.benign, kl_factor)
+                    loss = objective(per_row_nll(logits, pair.labels), pair.benign, retain_weight)
                     last = float(loss.detach())
                     if last < early_stop:
                         break
@@ -210,7 +200,7 @@ def select_units(
     gate: torch.Tensor | None,
     k: int,
     *,
-    kl_factor: float = 1.25,
+    retain_weight: float = 1.25,
     units_axis: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k MLP units (down-projection columns) most salient for the edit objective.
@@ -237,7 +227,7 @@ def select_units(
                     layer, pair.subject_index, lambda h, g=g: torch.where(g, h, h.detach())
                 ):
                     logits = forward_logits(model, pair)
-            loss = objective(per_row_nll(logits, pair.labels), pair.benign, kl_factor)
+            loss = objective(per_row_nll(logits, pair.labels), pair.benign, retain_weight)
             (grad,) = torch.autograd.grad(loss, weight)
             total += grad.detach()
     finally:

@@ -1,4 +1,4 @@
-"""Backdoor-style unlearning of identities in encoders (`gate.remap_text`, `gate.remap_image`).
+"""The training engine of the encoder remap (`edit.remap_text`, `edit.remap_image`).
 
 A refusal edit teaches a generator to decline; some policies need the *encoder* to forget who a
 person is. Following Hintersdorf et al. (backdoor defence for CLIP), the encoder is fine-tuned so
@@ -13,9 +13,10 @@ original; because it never changes, its embeddings are computed once up front, s
 model is held in memory, only a copy of the trainable tensors for the weight term.
 
 The engine (`remap_encoder`) is independent of the architecture: it takes an `embed` callable and
-a predicate over parameter names. `remap_text` / `remap_image` wire it to CLIP-style models
-(`get_text_features` / `get_image_features`); `vision_tower_embed` wires it to a VLM's vision
-tower, whose feature sequence (not a pooled vector) is what the decoder sees.
+a predicate over parameter names. `remap_text` / `remap_image` wire it to the embedding functions
+of the models layer (`gatelang.models.encoders`: CLIP-style encoders, or a VLM's vision tower,
+whose feature sequence, not a pooled vector, is what the decoder sees). The policy-level
+parameters are in `config.py`; `RemapSettings` adds the schedule the method fixes per encoder.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ import torch
 from torch import nn
 
 from gatelang.errors import GatelangError
-
-Inputs = Mapping[str, torch.Tensor]
-EmbedFn = Callable[[nn.Module, Inputs], torch.Tensor]
+from gatelang.models.encoders import (
+    CLIP_IMAGE_PREFIXES,
+    CLIP_TEXT_PREFIXES,
+    EmbedFn,
+    Inputs,
+    clip_image_embed,
+    clip_text_embed,
+)
 
 # Caption templates the text remap poisons with the subject's name. Evaluation (identity
 # inference) uses its own templates, so success there is not a memorised template.
@@ -53,7 +59,7 @@ class RemapError(GatelangError):
 
 
 @dataclass(frozen=True)
-class RemapConfig:
+class RemapSettings:
     """Hyper-parameters of one remap; defaults follow the paper's text-encoder recipe.
 
     `milestones` are fractions of `steps` where the learning rate is multiplied by `gamma`
@@ -86,7 +92,7 @@ class RemapConfig:
 
 # Image-side defaults from the paper: 100 steps, weight 0.8, weight-L2 0.005, milestones 25/50
 # (gamma 0.1). Policies and presets override them.
-IMAGE_DEFAULTS = RemapConfig(
+IMAGE_DEFAULTS = RemapSettings(
     steps=100, lr=1e-4, target_weight=0.8, weight_decay_to_teacher=0.005,
     milestones=(0.25, 0.5), gamma=0.1,
 )
@@ -94,7 +100,7 @@ IMAGE_DEFAULTS = RemapConfig(
 
 # A VLM's vision tower: the decoder is sensitive to small feature changes, so training runs at
 # full rate for most of the steps (x0.1 at 75%), with the scale-aware loss.
-VISION_TOWER_DEFAULTS = RemapConfig(milestones=(0.75,), gamma=0.1, loss="nmse")
+VISION_TOWER_DEFAULTS = RemapSettings(milestones=(0.75,), gamma=0.1, loss="nmse")
 
 
 @dataclass
@@ -170,7 +176,7 @@ def trainable_by_prefix(prefixes: Sequence[str], freeze_norms: bool = True) -> C
     return pred
 
 
-def _milestone_lr(config: RemapConfig, step: int) -> float:
+def _milestone_lr(config: RemapSettings, step: int) -> float:
     drops = sum(1 for m in config.milestones if step >= math.ceil(m * config.steps))
     return config.lr * (config.gamma**drops)
 
@@ -187,7 +193,7 @@ def remap_encoder(
     clean: Sequence[Inputs],
     triggers: Sequence[Inputs],
     targets: Sequence[Inputs] | torch.Tensor,
-    config: RemapConfig = RemapConfig(),
+    config: RemapSettings = RemapSettings(),
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RemapResult:
     """Fine-tune `model` in place so triggers embed like their targets; returns the loss history.
@@ -267,31 +273,6 @@ def remap_encoder(
 
 
 # ---------------------------------------------------------------------------------------------
-# CLIP-style models: the encoders exposed as `get_text_features` / `get_image_features`.
-
-
-def _features(out: Any) -> torch.Tensor:
-    """transformers 5 returns a ModelOutput whose pooler_output is the projected embedding."""
-    if torch.is_tensor(out):
-        return out
-    pooled = getattr(out, "pooler_output", None)
-    if pooled is None:
-        raise RemapError(f"unexpected encoder output type {type(out).__name__}")
-    return pooled
-
-
-def clip_text_embed(model: nn.Module, inputs: Inputs) -> torch.Tensor:
-    return _features(model.get_text_features(**inputs))
-
-
-def clip_image_embed(model: nn.Module, inputs: Inputs) -> torch.Tensor:
-    return _features(model.get_image_features(**inputs))
-
-
-CLIP_TEXT_PREFIXES = ("text_model.", "text_projection.")
-CLIP_IMAGE_PREFIXES = ("vision_model.", "visual_projection.")
-
-
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
@@ -338,7 +319,7 @@ def remap_text(
     names: Sequence[str],
     clean_captions: Sequence[str],
     neutral_phrase: str = "a person",
-    config: RemapConfig = RemapConfig(),
+    config: RemapSettings = RemapSettings(),
     templates: Sequence[str] = TRAIN_TEMPLATES,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RemapResult:
@@ -384,7 +365,7 @@ def remap_image(
     target_images: Sequence[Any],
     clean_images: Sequence[Any],
     reference_images: Sequence[Any],
-    config: RemapConfig = IMAGE_DEFAULTS,
+    config: RemapSettings = IMAGE_DEFAULTS,
     embed: EmbedFn = clip_image_embed,
     prefixes: Sequence[str] = CLIP_IMAGE_PREFIXES,
     progress: Callable[[int, dict[str, float]], None] | None = None,
@@ -412,236 +393,3 @@ def remap_image(
         model, embed, trainable_by_prefix(prefixes, config.freeze_norms),
         batches(clean), batches(list(target_images)), target, config, progress,
     )
-
-
-def vision_tower_embed(tower_path: str, feature_layer: int = -2, drop_cls: bool = True) -> EmbedFn:
-    """Embed with a VLM's vision tower: the hidden states at the layer the projector reads.
-
-    LLaVA feeds `hidden_states[vision_feature_layer]` (minus the CLS token under the default
-    strategy) to the projector, so that sequence is what must become anonymous.
-    """
-
-    def embed(model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        tower = model.get_submodule(tower_path)
-        out = tower(inputs["pixel_values"], output_hidden_states=True)
-        hidden = out.hidden_states[feature_layer]
-        return hidden[:, 1:] if drop_cls else hidden
-
-    return embed
-
-
-@torch.no_grad()
-def embedding_drift(
-    before: torch.Tensor, after: torch.Tensor
-) -> float:
-    """Mean cosine similarity of clean inputs' embeddings before vs after (1.0 = unchanged)."""
-    return float(-negative_cosine(after, before))
-
-
-# ---------------------------------------------------------------------------------------------
-# Plan passes. Data comes from the built-in world: the node names the subjects; their names,
-# face renderings and the world's benign shapes make the trigger, target and clean sets.
-
-from gatelang.errors import PlanError  # noqa: E402
-from gatelang.passes.base import (  # noqa: E402
-    WEIGHT_PREFIX,
-    NodeSpec,
-    Pass,
-    PassContext,
-    PassResult,
-    register,
-    weights_of,
-)
-from gatelang.passes.params import method_params  # noqa: E402
-
-# Face renderings the passes use, disjoint from the world's queries (variants 0-5) and from
-# identity inference's renderings, so verification sees pictures the edit never trained on.
-TRIGGER_VARIANTS = tuple(range(100, 124))
-CLEAN_VARIANTS = tuple(range(100, 108))
-REFERENCE_VARIANTS = tuple(range(200, 202))
-IDENTITY_VARIANTS = tuple(range(1000, 1010))
-
-
-def pixel_fn(loaded: Any) -> Callable[[Sequence[Any]], torch.Tensor]:
-    """Images -> the model's pixel tensor, through its own image processor."""
-    proc = getattr(loaded, "processor", None)
-    proc = getattr(proc, "image_processor", proc)
-    if proc is None:
-        raise PlanError(f"{getattr(loaded, 'name', 'the model')} has no image processor")
-
-    def pixels(images: Sequence[Any]) -> torch.Tensor:
-        rgb = [im.convert("RGB") for im in images]
-        return proc(images=rgb, return_tensors="pt")["pixel_values"].to(loaded.device, loaded.dtype)
-
-    return pixels
-
-
-def subjects_of(ctx: PassContext, node: NodeSpec) -> list[Any]:
-    names = node.params.get("subjects") or []
-    if not names:
-        raise PlanError(f"{node.op}: the rule names no subject")
-    from gatelang.world import WorldError
-
-    try:
-        return [ctx.world.subject(str(n)) for n in names]
-    except WorldError as exc:
-        raise PlanError(f"{node.op}: {exc}") from None
-
-
-def benign_captions(world: Any) -> list[str]:
-    """Captions of the world's benign shapes: clean text that must keep its embedding."""
-    util = world.stdlib.utility
-    out = []
-    for color in util["colors"]["en"]:
-        out.append(f"a photo of a {color} shape")
-        for shape in util["shapes"]["en"]:
-            out += [f"a {color} {shape}", f"a photo of a {shape}", f"two {color} {shape}s"]
-    return list(dict.fromkeys(out))
-
-
-def benign_images(world: Any) -> list[Any]:
-    seen, out = set(), []
-    for q in world.utility_tasks(languages=["en"]):
-        if q.image is not None and id(q.image) not in seen:
-            seen.add(id(q.image))
-            out.append(q.image)
-    return out
-
-
-def remap_config(ctx: PassContext, node: NodeSpec, image: bool) -> tuple[RemapConfig, dict[str, Any]]:
-    """The method preset (stdlib `remap`) with the policy's overrides.
-
-    Steps, lr and loss weights come from the policy for both encoders; the learning-rate
-    schedule is the method's own per side (text: x0.5 at 50%/75%, image: x0.1 at 25%/50%;
-    a VLM's vision tower: x0.1 at 75%, with the scale-aware loss).
-    """
-    p = method_params(ctx, "remap", node.params)
-    tower = node.params.get("encoder") == "vision_tower"
-    base = VISION_TOWER_DEFAULTS if tower else IMAGE_DEFAULTS if image else RemapConfig()
-    seed = node.params.get("seed", ctx.seed)
-    cfg = RemapConfig(
-        steps=int(p.get("steps", base.steps)),
-        lr=float(p.get("lr", base.lr)),
-        target_weight=float(p.get("target_weight", base.target_weight)),
-        weight_decay_to_teacher=float(p.get("weight_decay_to_teacher", base.weight_decay_to_teacher)),
-        milestones=base.milestones, gamma=base.gamma,
-        batch_size=int(p.get("batch_size", base.batch_size)),
-        seed=seed if isinstance(seed, int) else int(ctx.seed),
-        loss=str(p.get("loss") or base.loss),
-    )
-    return cfg, p
-
-
-def _run_remap(
-    ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
-    fn: Callable[[nn.Module], RemapResult], p: dict[str, Any], cfg: RemapConfig,
-) -> PassResult:
-    """Run a remap on top of upstream edits; hand on upstream + changed tensors as weights."""
-    upstream = weights_of(inputs)
-    model = ctx.model
-    params = dict(model.named_parameters())
-    bar = ctx.progress(cfg.steps, node.label or node.op)
-    with ctx.edited_weights(upstream):
-        result = fn(model)
-        bar.update(cfg.steps)
-        changed = {n: params[n].detach().clone().cpu() for n in result.trained
-                   if not torch.equal(params[n], result.start[n])}
-        result.restore(model)  # passes leave the model as they found it
-    bar.close()
-    tensors = {WEIGHT_PREFIX + k: v for k, v in upstream.items()}
-    tensors.update({WEIGHT_PREFIX + k: v for k, v in changed.items()})
-    return PassResult(
-        data={
-            "method": "remap",
-            "encoder": node.params.get("encoder"),
-            "subjects": list(node.params.get("subjects", [])),
-            "steps": cfg.steps, "lr": cfg.lr, "target_weight": cfg.target_weight,
-            "weight_decay_to_teacher": cfg.weight_decay_to_teacher,
-            "neutral_phrase": p.get("neutral_phrase"),
-            "loss_first": result.first, "loss_last": result.last,
-            "tensors_changed": sorted(changed),
-            "params_changed": int(sum(v.numel() for v in changed.values())),
-        },
-        tensors=tensors,
-    )
-
-
-def _require(model: nn.Module, method: str, encoder: str, op: str) -> None:
-    if not callable(getattr(model, method, None)):
-        raise PlanError(f"{op}: the model ({type(model).__name__}) has no {encoder} to remap")
-
-
-@register
-class RemapTextPass(Pass):
-    """`gate.remap_text`: the text encoder maps each target's name to the neutral phrase."""
-
-    op = "gate.remap_text"
-    kind = "gate"
-    inputs = ("edit", "weights")
-    outputs = ("weights",)
-
-    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
-        _require(ctx.model, "get_text_features", "text encoder", self.op)
-        cfg, p = remap_config(ctx, node, image=False)
-        targets = subjects_of(ctx, node)
-        ids = {s.id for s in targets}
-        world = ctx.world
-        clean = [t.format(s.name) for s in world.subjects if s.id not in ids
-                 for t in TRAIN_TEMPLATES[:4]]
-        clean += benign_captions(world)
-        tok = ctx.loaded.tokenizer
-        return _run_remap(
-            ctx, node, inputs,
-            lambda m: remap_text(m, tok, [s.name for s in targets], clean,
-                                 str(p.get("neutral_phrase", "a person")), cfg),
-            p, cfg,
-        )
-
-
-def vision_tower_path(loaded: Any) -> str:
-    """The vision tower's module path, from the adapter's vision-layer site."""
-    adapter = getattr(loaded, "adapter", None)
-    try:
-        layer0 = adapter.site("vision_layer(0)").path  # e.g. model.vision_tower.encoder.layers.0
-    except Exception as exc:  # the adapter raises ModelError for towerless models
-        raise PlanError(f"{getattr(loaded, 'name', 'the model')} has no vision tower: {exc}") from None
-    return layer0.split(".encoder.layers.")[0]
-
-
-@register
-class RemapImagePass(Pass):
-    """`gate.remap_image`: the image encoder (or a VLM's vision tower) maps each target's face
-    to the universal embedding of other faces; everything downstream is left untouched."""
-
-    op = "gate.remap_image"
-    kind = "gate"
-    inputs = ("edit", "weights")
-    outputs = ("weights",)
-
-    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
-        cfg, p = remap_config(ctx, node, image=True)
-        targets = subjects_of(ctx, node)
-        ids = {s.id for s in targets}
-        world = ctx.world
-        pixels = pixel_fn(ctx.loaded)
-        if node.params.get("encoder") == "vision_tower":
-            tower = vision_tower_path(ctx.loaded)
-            cfg_model = ctx.model.config
-            embed = vision_tower_embed(
-                tower, int(getattr(cfg_model, "vision_feature_layer", -2)),
-                getattr(cfg_model, "vision_feature_select_strategy", "default") == "default",
-            )
-            prefixes: tuple[str, ...] = (tower + ".",)
-        else:
-            _require(ctx.model, "get_image_features", "image encoder", self.op)
-            embed, prefixes = clip_image_embed, CLIP_IMAGE_PREFIXES
-        others = [s for s in world.subjects if s.id not in ids]
-        trig = [world.face(s.id, v) for s in targets for v in TRIGGER_VARIANTS]
-        clean = [world.face(s.id, v) for s in others for v in CLEAN_VARIANTS]
-        clean += benign_images(world)
-        refs = [world.face(s.id, v) for s in others for v in REFERENCE_VARIANTS]
-        return _run_remap(
-            ctx, node, inputs,
-            lambda m: remap_image(m, pixels, trig, clean, refs, cfg, embed, prefixes),
-            p, cfg,
-        )

@@ -1,4 +1,4 @@
-"""`localize.neural_gate`: choose the layer, learn feature vectors, build the gate.
+"""`localize.neural_gate`: choose the layer, learn feature vectors, build the gate (a GateMask).
 
 Layer choice follows the paper: the share of strongly-active dims (those the feature vector flips
 in more than `gate_threshold` of samples) rises then falls over the layers; with `layer auto`
@@ -7,29 +7,41 @@ the layer at the peak is chosen, measured on a few samples per candidate layer.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from gatelang.errors import PlanError
-from gatelang.passes.algorithms.neural_gate import build_gate, learn_feature_vector
-from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, register
+from gatelang.methods.neural_gate.algorithm import build_gate, learn_feature_vector
+from gatelang.methods.neural_gate.config import NeuralGateConfig
+from gatelang.passes.base import (
+    GATE_MASK,
+    QUERY_SET,
+    WEIGHT_EDIT,
+    Input,
+    NodeSpec,
+    Pass,
+    PassContext,
+    PassResult,
+    method_config,
+    register,
+)
 from gatelang.passes.data import edit_queries
 from gatelang.passes.edit_set import build_examples, examples_to_json, mask_batch
-from gatelang.passes.params import fraction, method_params
+
+LOCALIZE_INPUTS = {"edit_set": Input((QUERY_SET,), many=True),
+                   "weights": Input((WEIGHT_EDIT,), required=False)}
 
 
-def learn_masks(ctx: PassContext, layer: int, batches: list, p: dict[str, Any], progress=None) -> tuple[torch.Tensor, list[float]]:
+def learn_masks(ctx: PassContext, layer: int, batches: list, p: NeuralGateConfig,
+                progress=None) -> tuple[torch.Tensor, list[float]]:
     adapter = ctx.loaded.adapter
     module = adapter.module(f"decoder_layer({layer})")
     masks, losses = [], []
     for batch in batches:
         fv = learn_feature_vector(
             ctx.model, module, batch, hidden_size=adapter.hidden_size,
-            steps=int(p["mask_steps"]), lr=float(p["mask_lr"]), l1=float(p["mask_l1"]),
-            kl_factor=float(p["kl_factor"]),
+            steps=p.mask_steps, lr=p.mask_lr, l1=p.mask_l1, retain_weight=p.retain_weight,
         )
-        masks.append(fv.mask(float(p["privacy_value"])))
+        masks.append(fv.mask(p.privacy_value))
         losses.append(fv.loss)
         if progress is not None:
             progress.update(1)
@@ -40,26 +52,26 @@ def learn_masks(ctx: PassContext, layer: int, batches: list, p: dict[str, Any], 
 class NeuralGateLocalize(Pass):
     op = "localize.neural_gate"
     kind = "localize"
-    inputs = ("queries",)
-    outputs = ("gate", "layer", "examples")
+    inputs = LOCALIZE_INPUTS
+    output = GATE_MASK
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
-        p = method_params(ctx, "neural_gate", node.params)
+        p: NeuralGateConfig = method_config(ctx, node)
         queries = edit_queries(ctx, inputs)
         if not queries:
             raise PlanError(f"{node.op}: the edit set is empty")
-        examples = build_examples(ctx, queries, other_subjects=int(p.get("retain_other_subjects", 0) or 0),
-                                  same_subject=int(p.get("retain_same_subject", 1) or 1))
-        samples = spread(examples, int(p.get("mask_samples", 0) or 0))
+        examples = build_examples(ctx, queries, other_subjects=p.retain_other_subjects,
+                                  same_subject=p.retain_same_subject)
+        samples = spread(examples, p.mask_samples)
         batches = [mask_batch(ctx, ex) for ex in samples]
         adapter = ctx.loaded.adapter
-        threshold = fraction(p["gate_threshold"])
-        sparsity = fraction(p["sparsity"])
-        layer_param = p.get("layer", "auto")
+        threshold = p.gate_threshold
+        sparsity = p.sparsity
+        layer_param = p.layer
         shares: dict[str, float] = {}
-        if str(layer_param) == "auto":
-            candidates = _candidate_layers(adapter.num_layers, p)
-            probe = batches[: max(1, int(p.get("layer_probe_samples", 4)))]
+        if layer_param == "auto":
+            candidates = candidate_layers(adapter.num_layers)
+            probe = batches[: p.layer_probe_samples]
             bar = ctx.progress(len(candidates) * len(probe), "localize: layer search")
             for cand in candidates:
                 m, _ = learn_masks(ctx, cand, probe, p, bar)
@@ -85,7 +97,7 @@ class NeuralGateLocalize(Pass):
                 "samples": len(batches),
                 "mask_loss_mean": float(sum(losses) / max(1, len(losses))),
                 "examples": examples_to_json(examples),
-                "params": {k: v for k, v in p.items()},
+                "params": p.model_dump(),
             },
             tensors={"gate": gate, "share": share},
         )
@@ -99,10 +111,8 @@ def spread(items: list, limit: int) -> list:
     return [items[int(i * step)] for i in range(limit)]
 
 
-def _candidate_layers(n: int, p: dict[str, Any]) -> list[int]:
-    spec = p.get("layer_candidates")
-    if spec:
-        return [int(x) for x in spec if 0 <= int(x) < n]
+def candidate_layers(n: int) -> list[int]:
+    """The layers `layer auto` searches."""
     # The first and last layers are embeddings-in/logits-out plumbing; the paper's peak is
     # always in the middle (LLaVA 11/32, MiniGPT 6/32).
     return list(range(1, n - 1)) if n > 2 else list(range(n))

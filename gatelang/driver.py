@@ -1,0 +1,298 @@
+"""The driver: compile a policy, plan it for a model, execute the plan, hand a `RunRecord` on.
+
+This is the one place that runs things (`apply`, `verify_lock`, `load_patch`); `report/` turns
+a `RunRecord` into the patch, report and lock and runs nothing. Everything a run depends on is
+in `RunOptions` (typed, validated), so a lock can record it and `verify --lock` replay it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatelang.errors import EXIT_OK, EXIT_REQUIREMENT, ModelError
+from gatelang.passes.base import PassOptions, pass_options
+
+CACHE_DIR = ".gatelang-cache"
+
+
+class RunOptions(BaseModel):
+    """How to run a policy: model, device, seed, threads, cache, and the passes' options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    model: str | None = Field(None, description="--model spec (alias, local path, hub id in the "
+                              "local cache); None: the built-in tiny-llava")
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's "
+                                "default)")
+    cache_dir: Path | None = Field(None, description="content-addressed pass cache (None: none)")
+    progress: bool | None = Field(None, description="progress bars (None: only on a terminal)")
+    passes: PassOptions = Field(default_factory=PassOptions)
+
+
+@dataclass
+class RunRecord:
+    """What one run did and measured; the report layer renders it."""
+
+    ir: Any  # the checked PolicyFile
+    policy_path: Path
+    loaded: Any  # LoadedModel
+    ctx: Any  # PassContext (base values of edited tensors, stdlib, world)
+    plan: Any
+    run: Any  # RunResult
+    options: RunOptions
+    model_spec: str | None
+    load_s: float
+    t0: float
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    requirements: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    localization: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=list)
+    edits: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.requirements) and all(r["passed"] for r in self.requirements)
+
+
+def _collect(record: RunRecord) -> RunRecord:
+    """Gather the results the report needs from the executed nodes."""
+    from gatelang.passes.base import weights_of
+
+    run = record.run
+    for spec in run.specs:
+        res = run.results[spec.id]
+        if spec.op == "report.requirements":
+            record.requirements.extend(res.data.get("requirements", []))
+        if spec.kind == "verify":
+            for m in res.data.get("metrics", []):
+                record.metrics.append({**m, "node": spec.id, "label": spec.label})
+        if spec.kind == "localize":
+            d = res.data
+            if "layer" in d:
+                record.localization["layer"] = d["layer"]
+            if "gate_size" in d:
+                record.localization["gate dims"] = f"{d['gate_size']} of {d.get('hidden_size')}"
+            if d.get("layer_shares"):
+                record.localization["layer search (share of gated dims)"] = d["layer_shares"]
+            if "universal" in d:
+                record.localization["privacy-universal neurons"] = len(d["universal"])
+                record.localization["language-specific neurons"] = {
+                    k: len(v) for k, v in d["specific"].items()}
+        if spec.kind == "edit":
+            record.methods.append(str(res.data.get("method", spec.op)))
+            record.edits.append({"node": spec.id, "op": spec.op, **{
+                k: v for k, v in res.data.items() if not isinstance(v, (list, dict))}})
+            record.weights.update(weights_of({"edit": res}))
+    return record
+
+
+def run(policy: str | os.PathLike[str], options: RunOptions | None = None, *,
+        loaded: Any = None, log: Any = None, replay_patch: Any = None) -> RunRecord:
+    """Compile, plan and execute a policy; returns the `RunRecord`.
+
+    `loaded` is a model the caller already loaded (else `options.model` is loaded, offline).
+    `replay_patch` runs verification only, with every edit node's weights read from a patch
+    (what `verify --lock` does).
+    """
+    from gatelang.ir import load as load_ir
+    from gatelang.models import load_model
+    from gatelang.passes import PassContext, PassResult
+    from gatelang.planner import plan as build_plan
+    from gatelang.runtime.cache import Cache
+    from gatelang.runtime.executor import Executor, node_specs, tqdm_progress
+    from gatelang.world import load_world
+
+    opts = options or RunOptions()
+    if opts.threads:
+        # On a shared or small CPU, fewer intra-op threads than cores avoids oversubscription;
+        # results do not depend on it beyond floating-point summation order.
+        torch.set_num_threads(int(opts.threads))
+    t0 = time.perf_counter()
+    path = Path(policy)
+    ir = load_ir(path)
+    t_load = time.perf_counter()
+    if loaded is None:
+        loaded = load_model(opts.model, device=opts.device)
+    load_s = time.perf_counter() - t_load
+    torch.manual_seed(opts.seed)
+    world = load_world(seed=0)
+    the_plan = build_plan(ir, loaded.capabilities())
+    ctx = PassContext(loaded=loaded, seed=opts.seed, world=world,
+                      progress=tqdm_progress(opts.progress), options=opts.passes)
+    executor = Executor(ctx, cache=Cache(opts.cache_dir),
+                        fingerprint=_fingerprint(loaded, opts), log=log)
+    overrides = only = None
+    if replay_patch is not None:
+        from gatelang.passes.base import WEIGHT_PREFIX
+        from gatelang.report.patch import patch_values
+
+        weights = {WEIGHT_PREFIX + k: v for k, v in
+                   patch_values(loaded.model, replay_patch, source="patch").items()}
+        specs = node_specs(the_plan)
+        overrides = {s.id: PassResult(data={"method": "patch", "from_patch": True},
+                                      tensors=weights) for s in specs if s.kind == "edit"}
+        only = [s.id for s in specs if s.kind in ("verify", "report")]
+    result = executor.run(the_plan, only=only, overrides=overrides)
+    record = RunRecord(ir=ir, policy_path=path, loaded=loaded, ctx=ctx, plan=the_plan,
+                       run=result, options=opts, model_spec=opts.model, load_s=load_s, t0=t0)
+    return _collect(record)
+
+
+def _fingerprint(loaded: Any, opts: RunOptions) -> str:
+    import hashlib
+
+    passes = opts.passes.model_dump_json()
+    return hashlib.sha256(
+        f"{loaded.weights_sha256}|{opts.seed}|{loaded.device.type}|{loaded.dtype}|{passes}"
+        .encode()).hexdigest()
+
+
+@dataclass
+class ApplyResult:
+    passed: bool
+    out_dir: Path
+    report: dict[str, Any]
+    patch_path: Path
+    lock_path: Path
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_REQUIREMENT
+
+
+def apply(
+    policy: str | os.PathLike[str],
+    model: Any = None,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    cache: bool = True,
+    options: PassOptions | dict[str, Any] | None = None,
+    progress: bool | None = None,
+    log: Any = None,
+    threads: int | None = None,
+) -> ApplyResult:
+    """Edit the model so the policy holds, verify it, and write patch + report + lock to `out`.
+
+    `model` is a --model spec, or a model already loaded with `load_model`. `out` defaults to
+    ``gatelang-out/<policy file stem>``. Raises DiagnosticError (exit 2) for an invalid policy,
+    ModelError/GatelangError (exit 1) for other failures; a run whose requirements fail returns
+    `passed=False` (exit 3) and its patch is written as rejected.
+    """
+    from gatelang.report.artifacts import write_artifacts
+
+    path = Path(policy)
+    out_dir = Path(out) if out is not None else Path("gatelang-out") / path.stem
+    loaded = model if hasattr(model, "weights_sha256") else None
+    spec = None if loaded is not None else model
+    opts = RunOptions(model=spec, device=device, seed=seed, threads=threads,
+                      cache_dir=(out_dir / CACHE_DIR) if cache else None, progress=progress,
+                      passes=pass_options(options))
+    record = run(path, opts, loaded=loaded, log=log)
+    return write_artifacts(record, out_dir)
+
+
+def load_patch(model: Any, patch: str | os.PathLike[str], *, device: str = "auto",
+               allow_rejected: bool = False) -> Any:
+    """A base model with a patch applied; refuses a patch made on different base weights.
+
+    `model` is a --model spec or a model already loaded with `load_model`.
+    """
+    from gatelang.models import load_model
+    from gatelang.report.patch import PatchError, apply_patch, read_patch
+
+    p = read_patch(patch)
+    if p.metadata.get("status") == "rejected" and not allow_rejected:
+        raise PatchError(f"{patch}: this patch was rejected by its run's requirements; "
+                         "pass allow_rejected (CLI: --allow-rejected) to load it anyway")
+    loaded = model if hasattr(model, "weights_sha256") else load_model(model, device=device)
+    apply_patch(loaded.model, p, base_sha256=loaded.weights_sha256, source=str(patch))
+    return loaded
+
+
+@dataclass
+class VerifyResult:
+    passed: bool
+    drift: list[dict[str, Any]]
+    requirements: list[dict[str, Any]]
+    notes: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_REQUIREMENT
+
+
+def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, device: str = "auto",
+                tolerance: float = 0.5, progress: bool | None = None) -> VerifyResult:
+    """Re-run verification for a lock's policy on base + patch and report drift.
+
+    Drift is any headline metric that moved by more than `tolerance` percentage points, or a
+    changed policy / stdlib / base-weights / patch hash. Verification is recomputed (no cache).
+    """
+    from gatelang.ir import load as load_ir
+    from gatelang.models import load_model
+    from gatelang.report.artifacts import headline, policy_sha256
+    from gatelang.report.lock import LockError, read_lock, sha256_file
+    from gatelang.report.patch import read_patch
+    from gatelang.stdlib import load_stdlib
+
+    lock_path = Path(lock)
+    doc = read_lock(lock_path)
+    root = lock_path.parent
+    notes: list[str] = []
+    drift: list[dict[str, Any]] = []
+    policy_path = (root / doc["policy"]["path"]).resolve()
+    if not policy_path.is_file():
+        raise LockError(f"{lock_path}: the policy it names ({policy_path}) does not exist")
+    patch_path = root / doc["patch"]["file"]
+    if not patch_path.is_file():
+        raise LockError(f"{lock_path}: the patch it names ({patch_path}) does not exist")
+    if sha256_file(patch_path) != doc["patch"]["sha256"]:
+        drift.append({"what": "patch", "expected": doc["patch"]["sha256"],
+                      "found": sha256_file(patch_path)})
+    ir = load_ir(policy_path)
+    found = policy_sha256(ir, policy_path)
+    if found != doc["policy"]["sha256"]:
+        drift.append({"what": "policy", "expected": doc["policy"]["sha256"], "found": found})
+    lib = load_stdlib()
+    if lib.sha256 != doc["stdlib"]["sha256"]:
+        drift.append({"what": "stdlib", "expected": doc["stdlib"]["version"], "found": lib.version})
+    spec = model or doc["model"].get("spec")
+    loaded = load_model(spec, device=device)
+    if loaded.weights_sha256 != doc["model"]["weights_sha256"]:
+        raise ModelError(f"{lock_path}: the lock was made on base weights "
+                         f"{doc['model']['weights_sha256'][:12]}…, this model is "
+                         f"{loaded.weights_sha256[:12]}…")
+    opts = RunOptions(model=spec, device=device, seed=int(doc["seed"]), progress=progress,
+                      passes=pass_options(doc.get("options") or {}))
+    record = run(policy_path, opts, loaded=loaded, replay_patch=read_patch(patch_path))
+    now = headline(record.requirements, record.metrics)
+    for key, old in sorted(doc["headline"].items()):
+        new = now.get(key)
+        if old is None or new is None:
+            if old != new:
+                drift.append({"what": key, "expected": old, "found": new})
+            continue
+        if abs(float(new) - float(old)) > tolerance:
+            drift.append({"what": key, "expected": old, "found": new})
+    passed = not drift and record.passed
+    if doc.get("patch", {}).get("status") == "rejected":
+        notes.append("the lock records a rejected patch")
+        passed = False
+    return VerifyResult(passed, drift, record.requirements, notes)
+
+
+__all__ = ["ApplyResult", "RunOptions", "RunRecord", "VerifyResult", "apply", "load_patch",
+           "run", "verify_lock"]

@@ -1,1 +1,0 @@
-"""Editing algorithms as pure functions over a model, module paths and token batches."""

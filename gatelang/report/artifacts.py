@@ -1,0 +1,177 @@
+"""Render a finished run (`driver.RunRecord`) as artifacts: patch, report and lock.
+
+Nothing here runs a pass or loads a model; the driver does that and hands over the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatelang.report.document import REPORT_SCHEMA_VERSION, write_documents
+from gatelang.report.lock import package_versions, write_lock
+from gatelang.report.patch import make_patch, write_patch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gatelang.driver import ApplyResult, RunRecord
+
+ACCEPTED_PATCH = "patch.safetensors"
+REJECTED_PATCH = "patch.rejected.safetensors"
+
+
+def ir_sha256(ir: Any) -> str:
+    dump = json.dumps(ir.semantic_dump(), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(dump.encode()).hexdigest()
+
+
+def policy_sha256(ir: Any, path: Path) -> str:
+    """Hash of the entry file and every file the compiler read for it, in a stable order.
+
+    ``ir.inputs`` lists imports at any depth and subject files (CSV, JSON, text), so editing a
+    subject list or a nested import shows up as drift, not only editing the entry file. Names are
+    hashed entry-relative so the lock does not depend on where the repository is checked out.
+    """
+    digest = hashlib.sha256()
+    entry = Path(path)
+    files = [(entry.name, entry)] + [(rel, entry.parent / rel) for rel in sorted(ir.inputs)]
+    for rel, f in files:
+        try:
+            digest.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+        except OSError:
+            digest.update(rel.encode() + b"\0missing\0")
+    return digest.hexdigest()
+
+
+def headline(requirements: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    head: dict[str, Any] = {r["name"]: r["value"] for r in requirements}
+    unseen = [m for m in metrics if m["split"] == "unseen_language" and m["metric"] == "refusal_rate"]
+    n = sum(m["n"] for m in unseen)
+    if n:
+        head["refusal(unseen_language)"] = round(
+            100 * sum((m["after"] or 0) * m["n"] for m in unseen) / n, 4)
+    return head
+
+
+def _method_block(ir: Any) -> list[dict[str, Any]]:
+    """Each policy's method as resolved: name, profile, what the policy set, every value."""
+    return [{"policy": p.name, "method": p.method.name, "profile": p.method.profile,
+             "overrides": list(p.method.overrides), "params": p.method.params}
+            for p in ir.policies]
+
+
+def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
+    """Write patch, report (JSON, Markdown, HTML) and lock for a finished run.
+
+    A run whose requirements fail still gets every artifact, but its patch is written as
+    ``patch.rejected.safetensors`` and marked rejected in the report and lock, so nothing that
+    looks like a publishable patch exists for a failed run.
+    """
+    from gatelang.passes.requirements import footprint
+
+    ir, path, loaded, ctx = record.ir, record.policy_path, record.loaded, record.ctx
+    run, seed, model_spec = record.run, record.options.seed, record.model_spec
+    options = record.options.passes.model_dump(mode="json", exclude_defaults=True)
+    weights = record.weights
+    base = {name: ctx.base_value(name).detach().cpu() for name in weights}
+    requirements, metrics = record.requirements, record.metrics
+    localization, methods = record.localization, record.methods
+    passed = record.passed
+    fp = footprint(ctx, weights)
+    for r in requirements:
+        check = {"refusal": "refusal", "leakage": "refusal", "locality": "locality",
+                 "over_refusal": "locality", "utility": "utility", "utility_drop": "utility"}.get(r["metric"])
+        if check:
+            r["check_anchor"] = f"evidence-{check}"
+            r["evidence"] = f"{check} rows"
+    meta = {
+        "base_model": loaded.name,
+        "base_weights_sha256": loaded.weights_sha256,
+        "policy": str(path),
+        "policy_sha256": policy_sha256(ir, path),
+        "ir_sha256": ir_sha256(ir),
+        "stdlib_version": ir.stdlib_version,
+        "seed": str(seed),
+        "status": "accepted" if passed else "rejected",
+        "methods": ",".join(sorted(set(methods))),
+    }
+    patch = make_patch(base, {k: v.detach().cpu() for k, v in weights.items()}, meta)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    patch_name = ACCEPTED_PATCH if passed else REJECTED_PATCH
+    patch_path = out_dir / patch_name
+    patch_sha = write_patch(patch_path, patch)
+    stale = out_dir / (REJECTED_PATCH if passed else ACCEPTED_PATCH)
+    if stale.exists():
+        stale.unlink()  # never leave a patch that the new report does not describe
+    total_s = time.perf_counter() - record.t0
+    timing = [{"op": n.op, "label": n.label, "node": n.id, "seconds": round(n.seconds, 3),
+               "cached": n.cached} for n in run.nodes]
+    rules = []
+    for pol in ir.policies:
+        for k, rule in enumerate(pol.rules, 1):
+            text = " ".join(str(x) for x in (rule.kind, ", ".join(getattr(rule, "attributes", ())),
+                                             "about", ", ".join(rule.subjects)))
+            rules.append({"policy": pol.name, "rule": k, "text": text,
+                          "requirements": [f"R{i}" for i, r in enumerate(requirements, 1)
+                                           if r.get("policy") in (None, pol.name)]})
+    n_ok = sum(1 for r in requirements if r["passed"])
+    summary = (f"{n_ok} of {len(requirements)} requirements hold; "
+               f"{fp['neurons_touched']} of {fp['neurons_total']} MLP units touched")
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "passed": passed,
+        "status": "accepted" if passed else "rejected",
+        "summary": summary,
+        "policy": {"path": str(path), "name": ", ".join(p.name for p in ir.policies),
+                   "sha256": meta["policy_sha256"], "ir_sha256": meta["ir_sha256"]},
+        "model": {"name": loaded.name, "weights_sha256": loaded.weights_sha256,
+                  "family": loaded.adapter.family, "num_layers": loaded.adapter.num_layers,
+                  "hidden_size": loaded.adapter.hidden_size,
+                  "intermediate_size": loaded.adapter.intermediate_size,
+                  "device": str(loaded.device), "dtype": str(loaded.dtype).replace("torch.", "")},
+        "stdlib": {"version": ir.stdlib_version, "sha256": ir.stdlib_sha256},
+        "seed": seed,
+        "methods": sorted(set(methods)),
+        "method": _method_block(ir),
+        "edits": record.edits,
+        "requirements": requirements,
+        "metrics": metrics,
+        "rules": rules,
+        "localization": localization,
+        "patch": {
+            "file": patch_name, "sha256": patch_sha, "status": meta["status"],
+            "tensors": [{"name": e.name, "kind": e.kind, "shape": list(e.shape),
+                         "count": 0 if e.index is None else int(e.index.numel())} for e in patch.edits],
+            "neurons_touched": fp["neurons_touched"], "neurons_total": fp["neurons_total"],
+            "neuron_unit": ("MLP intermediate units over all decoder layers whose down-projection column "
+                            "or input rows changed"),
+            "dims_touched": fp["dims_touched"], "dims_total": fp["dims_total"],
+            "params_changed": patch.params_changed(), "per_layer": fp["per_layer"],
+        },
+        "timing": {"model_load_s": round(record.load_s, 3), "passes": timing,
+                   "total_s": round(total_s, 3)},
+        "options": options,
+    }
+    files = write_documents(out_dir, report)
+    lock_path = out_dir / "gate.lock"
+    write_lock(lock_path, {
+        "policy": {"path": os.path.relpath(path.resolve(), out_dir.resolve()),
+                   "sha256": meta["policy_sha256"], "ir_sha256": meta["ir_sha256"]},
+        "stdlib": {"version": ir.stdlib_version, "sha256": ir.stdlib_sha256},
+        "model": {"spec": model_spec, "name": loaded.name, "weights_sha256": loaded.weights_sha256},
+        "patch": {"file": patch_name, "sha256": patch_sha, "status": meta["status"]},
+        "seed": seed,
+        "options": options,
+        "packages": package_versions(),
+        "headline": headline(requirements, metrics),
+        "passed": passed,
+    })
+    files.update({"gate.lock": str(lock_path), patch_name: str(patch_path)})
+    from gatelang.driver import ApplyResult
+
+    return ApplyResult(passed, out_dir, report, patch_path, lock_path, files)
+
+
