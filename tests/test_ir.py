@@ -24,15 +24,13 @@ def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> PolicyFile:
 
 
 @pytest.mark.parametrize("name", ["home-address.gate", "layered.gate"])
-def test_golden_ir(name: str, monkeypatch: pytest.MonkeyPatch, update_golden: bool) -> None:
+def test_golden_ir(name: str, monkeypatch: pytest.MonkeyPatch, assert_golden) -> None:
     ir = _load(name, monkeypatch)
     # The stdlib hash changes with any edit of its files (even a comment); the version is kept.
     dumped = {**ir.model_dump(mode="json"), "stdlib_sha256": "<stdlib sha256>"}
     text = json.dumps(dumped, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     golden = GOLDEN / (name + ".json")
-    if update_golden or not golden.exists():
-        golden.write_text(text, encoding="utf-8")
-    assert text == golden.read_text(encoding="utf-8")
+    assert_golden(golden, text)
     # The golden file is itself valid IR.
     restored = PolicyFile.model_validate_json(golden.read_text(encoding="utf-8"))
     assert restored == ir.model_copy(update={"stdlib_sha256": "<stdlib sha256>"})

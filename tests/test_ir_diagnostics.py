@@ -1,6 +1,6 @@
 """Snapshot tests: the exact text of each diagnostic code, caret and hint included.
 
-Run with `--update-golden` to rewrite tests/golden/diagnostics/*.txt after an intended change.
+Run with `--update-goldens` to rewrite tests/golden/diagnostics/*.txt after an intended change.
 """
 
 from __future__ import annotations
@@ -74,13 +74,10 @@ def run_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, s
 
 @pytest.mark.parametrize("code", sorted(CASES))
 def test_diagnostic_snapshot(code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                             update_golden: bool) -> None:
+                             assert_golden) -> None:
     text = run_case(tmp_path, monkeypatch, CASES[code])
     assert f"[{code}]" in text, text
-    golden = GOLDEN / f"{code}.txt"
-    if update_golden or not golden.exists():
-        golden.write_text(text, encoding="utf-8")
-    assert text == golden.read_text(encoding="utf-8")
+    assert_golden(GOLDEN / f"{code}.txt", text)
 
 
 def test_every_error_reported_not_only_the_first(tmp_path, monkeypatch) -> None:

@@ -30,16 +30,13 @@ def _caps_for(path: Path) -> ModelCapabilities:
     return TINY_CLIP_CAPABILITIES if "anonymize" in path.read_text() else TINY_LLAVA_CAPABILITIES
 
 
-def test_golden_plan(monkeypatch: pytest.MonkeyPatch, update_golden: bool) -> None:
+def test_golden_plan(monkeypatch: pytest.MonkeyPatch, assert_golden) -> None:
     monkeypatch.chdir(ROOT)
     p = plan(load("docs/examples/home-address.gate"))
     data = p.to_dict()
     data["stdlib_sha256"] = "<stdlib sha256>"  # changes with any stdlib edit; ids use the version
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    golden = GOLDEN / "home-address.json"
-    if update_golden or not golden.exists():
-        golden.write_text(text, encoding="utf-8")
-    assert text == golden.read_text(encoding="utf-8")
+    assert_golden(GOLDEN / "home-address.json", text)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "gatelang.cli.zoo",  # zoo list, zoo build, zoo eval
     "gatelang.cli.apply",  # apply, patch apply, verify
     "gatelang.cli.audit",  # audit
+    "gatelang.cli.methods",  # methods
 )
 
 

@@ -10,6 +10,10 @@ from gatelang.measure.sets import ROLES, EvalItem
 from gatelang.models.generation import generate
 from gatelang.models.scoring import contains_value, score_answer
 
+# The batch size verification and edit sets answer in (an audit passes its own, default 16).
+# Batch composition can change float rounding and so greedy answers: keep it fixed.
+ANSWER_BATCH_SIZE = 32
+
 
 @dataclass(frozen=True)
 class ItemResult:
@@ -66,6 +70,26 @@ def judge(item: EvalItem, answer: str) -> ItemResult:
     )
 
 
+def answer(
+    loaded: Any,
+    items: Sequence[Any],
+    *,
+    max_new_tokens: int = 24,
+    batch_size: int = ANSWER_BATCH_SIZE,
+    progress: bool = False,
+    desc: str = "answer",
+) -> list[str]:
+    """Greedy answers in the items' order: measurement's one way to make a model answer.
+
+    Items need a `prompt` (and optionally `image`, `subject_text`): `EvalItem`s, world
+    queries and bare `Item`s all work.
+    """
+    if not items:
+        return []
+    return generate(loaded, list(items), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    progress=progress, desc=desc)
+
+
 def evaluate(
     loaded: Any,
     items: Sequence[EvalItem],
@@ -79,10 +103,8 @@ def evaluate(
     Deterministic for a given model and items (greedy decoding, fixed batching order), so the
     same call before and after an edit measures the edit and nothing else.
     """
-    if not items:
-        return []
-    answers = generate(loaded, list(items), max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, progress=progress, desc="measure")
+    answers = answer(loaded, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                     progress=progress, desc="measure")
     return [judge(it, a) for it, a in zip(items, answers, strict=True)]
 
 

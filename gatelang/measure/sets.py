@@ -22,6 +22,19 @@ _NOT_LOCALITY = ("attributes.credentials",)
 
 
 @dataclass(frozen=True)
+class Item:
+    """A bare prompt as the adapter encodes it: text, optional image, the subject's mention.
+
+    World queries and `EvalItem`s have the same fields; this is for prompts built on the fly
+    (an edit set's context templates).
+    """
+
+    prompt: str
+    image: Any = None
+    subject_text: str = ""
+
+
+@dataclass(frozen=True)
 class EvalItem:
     """One question with what a correct (or leaking) answer contains."""
 
@@ -33,7 +46,7 @@ class EvalItem:
     attribute: str
     language: str
     modality: str
-    split: str  # edit | heldout | unseen_language
+    split: str  # edit | heldout | unseen_language (verification adds document | scene)
     prompt: str
     subject_text: str
     expected: str
@@ -61,9 +74,14 @@ class EvalSets:
 
 
 def spread(items: Sequence[Any], limit: int | None) -> list[Any]:
-    """An evenly spaced, order-preserving subset: covers many subjects and templates."""
+    """An evenly spaced, order-preserving subset: covers many subjects and templates.
+
+    `limit` items at positions `int(i * len / limit)`; every item when `limit` is None or 0.
+    Deterministic, so every caller that caps a list (eval cells, verification items, edit sets,
+    mask samples) keeps the same items for the same input.
+    """
     items = list(items)
-    if limit is None or len(items) <= limit:
+    if not limit or len(items) <= limit:
         return items
     step = len(items) / limit
     return [items[int(i * step)] for i in range(limit)]

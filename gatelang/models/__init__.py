@@ -1,4 +1,4 @@
-"""Models: loading, per-family adapters, generation and answer scoring.
+"""Models: loading, per-family adapters, generation, answer scoring and forward hooks.
 
 Everything architecture-specific lives in this package; other layers speak of sites
 (`decoder_layer(i)`, `mlp_act(i)`, `down_proj(i)`, `vision_layer(i)`, `projector`) and prompts.
@@ -6,7 +6,15 @@ Everything architecture-specific lives in this package; other layers speak of si
 
 from gatelang.models.adapter import Adapter, EncodedBatch, Site
 from gatelang.models.capabilities import capabilities_of
-from gatelang.models.generation import capture, generate, intervene
+from gatelang.models.generation import generate
+from gatelang.models.hooks import (
+    capture,
+    capture_inputs,
+    capture_outputs,
+    intervene,
+    replace_inputs,
+    replace_outputs,
+)
 from gatelang.models.loading import (
     ALIASES,
     DEFAULT_MODEL,
@@ -32,6 +40,8 @@ __all__ = [
     "Site",
     "capabilities_of",
     "capture",
+    "capture_inputs",
+    "capture_outputs",
     "contains_value",
     "describe_model",
     "generate",
@@ -40,6 +50,8 @@ __all__ = [
     "load_model",
     "refusal_score",
     "refusal_start_ids",
+    "replace_inputs",
+    "replace_outputs",
     "resolve_spec",
     "score_answer",
 ]

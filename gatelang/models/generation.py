@@ -1,20 +1,23 @@
-"""Batched greedy generation, teacher-forced scoring passes and activation hooks.
+"""Batched greedy generation and teacher-forced scoring passes.
 
 Greedy decoding keeps audits and verification deterministic, so a before/after difference is
 the edit's doing, not sampling noise. Items are bucketed by length and image presence so left
 padding stays small; results come back in input order.
+
+The activation hooks `capture` and `intervene` live in `gatelang.models.hooks`; they are
+imported here only so that older imports from this module keep working.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-from gatelang.models.adapter import Site
+from gatelang.models.hooks import capture, intervene  # noqa: F401 - re-exported
 
 
 def _order(items: Sequence[Any], adapter: Any) -> list[int]:
@@ -124,78 +127,3 @@ def _eos_ids(loaded: Any) -> list[int]:
         ids.append(int(loaded.tokenizer.eos_token_id))
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
     return [t for t in ids if 0 <= t < vocab]
-
-
-def _first_tensor(x: Any) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
-        return x[0]
-    for attr in ("last_hidden_state", "pooler_output"):
-        hidden = getattr(x, attr, None)
-        if isinstance(hidden, torch.Tensor):
-            return hidden
-    raise TypeError(f"no tensor in a module output of type {type(x).__name__}")
-
-
-@contextmanager
-def capture(
-    adapter: Any,
-    sites: Sequence[str | Site],
-    *,
-    reduce: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Record the tensors at `sites` for every forward pass run inside the block.
-
-    `reduce(site_name, tensor)` lets a caller keep only what it needs (e.g. the subject token's
-    row) so memory does not grow with the sequence length; the result lists one detached tensor
-    per forward pass per site.
-    """
-    resolved = [adapter.site(s) if isinstance(s, str) else s for s in sites]
-    store: dict[str, list[torch.Tensor]] = {s.name: [] for s in resolved}
-    handles = []
-    for s in resolved:
-        mod = adapter.module(s)
-
-        def keep(t: torch.Tensor, name: str = s.name) -> None:
-            t = t.detach()
-            store[name].append(reduce(name, t) if reduce is not None else t)
-
-        if s.capture == "input":
-            handles.append(mod.register_forward_pre_hook(lambda m, args, keep=keep: keep(args[0])))
-        else:
-            handles.append(mod.register_forward_hook(lambda m, args, out, keep=keep: keep(_first_tensor(out))))
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def intervene(
-    adapter: Any, site: str | Site, fn: Callable[[torch.Tensor], torch.Tensor]
-) -> Iterator[None]:
-    """Replace the tensor at `site` by `fn(tensor)` during the block (ablation, gating)."""
-    s = adapter.site(site) if isinstance(site, str) else site
-    mod = adapter.module(s)
-    if s.capture == "input":
-
-        def pre(m: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-            return (fn(args[0]), *args[1:])
-
-        handle = mod.register_forward_pre_hook(pre)
-    else:
-
-        def post(m: Any, args: Any, out: Any) -> Any:
-            if isinstance(out, torch.Tensor):
-                return fn(out)
-            if isinstance(out, tuple):
-                return (fn(out[0]), *out[1:])
-            raise TypeError(f"cannot intervene on a {type(out).__name__} output at {s.name}")
-
-        handle = mod.register_forward_hook(post)
-    try:
-        yield
-    finally:
-        handle.remove()

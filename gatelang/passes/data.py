@@ -85,13 +85,14 @@ def queries_of(ctx: PassContext, result: PassResult) -> list[Any]:
 
 
 def find_data(inputs: dict[str, PassResult], *roles: str) -> list[PassResult]:
-    """Data inputs, preferring the given roles in order, else every data input."""
+    """Data inputs, preferring the given roles in order, else every data input; within a role
+    in the plan's order (the executor builds `inputs` in that order)."""
     for role in roles:
-        hits = [r for k, r in sorted(inputs.items()) if (k == role or k.startswith(role + "."))
+        hits = [r for k, r in inputs.items() if (k == role or k.startswith(role + "."))
                 and "selection" in r.data]
         if hits:
             return hits
-    return [r for _k, r in sorted(inputs.items()) if "selection" in r.data]
+    return [r for r in inputs.values() if "selection" in r.data]
 
 
 def edit_queries(ctx: PassContext, inputs: dict[str, PassResult]) -> list[Any]:
@@ -99,11 +100,9 @@ def edit_queries(ctx: PassContext, inputs: dict[str, PassResult]) -> list[Any]:
     (evenly spread, so every cell keeps examples; used by reduced test configurations)."""
     data = find_data(inputs, "edit_set", "queries")
     queries = [q for d in data for q in queries_of(ctx, d) if q.split == "edit"]
-    limit = ctx.options.edit_max_items or 0
-    if limit and len(queries) > limit:
-        step = len(queries) / limit
-        queries = [queries[int(i * step)] for i in range(limit)]
-    return queries
+    from gatelang.measure.sets import spread
+
+    return spread(queries, ctx.options.edit_max_items)
 
 
 @register

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from gatelang.passes._measure import Item, generate
+from gatelang.measure import Item
+from gatelang.measure import answer as generate
 from gatelang.passes.base import PassContext
 from gatelang.passes.tensors import TokenBatch
 

@@ -286,7 +286,8 @@ def vlm_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torc
     (the model must have recognised the face to know it); other subjects' accuracy on the same
     kind of query measures what the remap cost.
     """
-    from gatelang.passes._measure import generate, normalizer_for, score_answer
+    from gatelang.measure import from_query, spread
+    from gatelang.measure.verification import evaluate_items
 
     world = ctx.world
     targets = {s.id for s in subjects_of(ctx.world, node.params.get("subjects") or [], node.op)}
@@ -294,42 +295,34 @@ def vlm_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torc
     langs = list(ctx.options.identity_languages)
     queries = world.queries(attributes=private, languages=langs, modalities=["image"],
                             splits=["heldout"])
-    limit = ctx.options.verify_max_items or 0
     tq = [q for q in queries if q.subject_id in targets]
-    oq = [q for q in queries if q.subject_id not in targets]
-    if limit and len(oq) > limit:
-        step = len(oq) / limit
-        oq = [oq[int(i * step)] for i in range(limit)]
-    qs = tq + oq
+    oq = spread([q for q in queries if q.subject_id not in targets], ctx.options.verify_max_items)
+    qs = [from_query(q, role="target", split="heldout") for q in tq]
+    qs += [from_query(q, role="locality", split="heldout") for q in oq]
     max_new = ctx.options.max_new_tokens
     bar = ctx.progress(2, node.label or node.op)
-    before = generate(ctx.loaded, qs, max_new_tokens=max_new)
+    before = evaluate_items(ctx.loaded, qs, max_new_tokens=max_new)
     bar.update(1)
     with ctx.edited_weights(weights):
-        after = generate(ctx.loaded, qs, max_new_tokens=max_new)
+        after = evaluate_items(ctx.loaded, qs, max_new_tokens=max_new)
     bar.update(1)
     bar.close()
-    scored = []
-    for q, b, a in zip(qs, before, after, strict=True):
-        norm = normalizer_for(q.attribute)
-        scored.append((q, b, a, score_answer(b, q.answer, norm, q.language),
-                       score_answer(a, q.answer, norm, q.language)))
+    t_rows = [(b, a) for b, a in zip(before, after, strict=True) if b.role == "target"]
+    o_rows = [(b, a) for b, a in zip(before, after, strict=True) if b.role != "target"]
     items = [
-        {"id": q.id, "subject": q.subject_id, "attribute": q.attribute, "language": q.language,
-         "modality": "image", "split": "heldout", "group": "target", "prompt": q.prompt,
-         "answer_value": q.answer, "before": _label(sb == "leak"), "after": _label(sa == "leak"),
-         "before_text": b, "after_text": a}
-        for q, b, a, sb, sa in scored if q.subject_id in targets
+        {"id": b.id, "subject": b.subject_id, "attribute": b.attribute, "language": b.language,
+         "modality": "image", "split": "heldout", "group": "target", "prompt": b.prompt,
+         "answer_value": b.expected, "before": _label(b.judgment == "leak"),
+         "after": _label(a.judgment == "leak"), "before_text": b.answer, "after_text": a.answer}
+        for b, a in t_rows
     ]
 
-    def rate(rows: list[tuple], side: int) -> float | None:
-        return sum(r[side] == "leak" for r in rows) / len(rows) if rows else None
+    def rate(rows: list[tuple[Any, Any]], side: int) -> float | None:
+        return sum(r[side].judgment == "leak" for r in rows) / len(rows) if rows else None
 
-    t_rows = [r for r in scored if r[0].subject_id in targets]
-    o_rows = [r for r in scored if r[0].subject_id not in targets]
     metrics = [
-        _record("leak_rate", "target", len(t_rows), rate(t_rows, 3), rate(t_rows, 4)),
-        _record("accuracy", "other", len(o_rows), rate(o_rows, 3), rate(o_rows, 4)),
+        _record("leak_rate", "target", len(t_rows), rate(t_rows, 0), rate(t_rows, 1)),
+        _record("accuracy", "other", len(o_rows), rate(o_rows, 0), rate(o_rows, 1)),
     ]
     return PassResult(data={"check": "identification", "items": items, "metrics": metrics})
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gatelang.models.hooks import replace_outputs
+
 IGNORE = -100
 
 
@@ -59,19 +61,6 @@ class TokenBatch:
         return TokenBatch(inputs, self.subject_index[idx], self.labels[idx], self.benign[idx])
 
 
-def split_output(out: object) -> tuple[torch.Tensor, tuple | None]:
-    """Decoder layers return a tensor (transformers 5) or a tuple whose first item is one (4.x)."""
-    if isinstance(out, tuple):
-        return out[0], out[1:]
-    if torch.is_tensor(out):
-        return out, None
-    raise TypeError(f"unsupported decoder-layer output type {type(out).__name__}")
-
-
-def join_output(hidden: torch.Tensor, rest: tuple | None) -> object:
-    return hidden if rest is None else (hidden, *rest)
-
-
 @contextmanager
 def edit_subject_states(
     module: nn.Module,
@@ -81,21 +70,18 @@ def edit_subject_states(
     """Replace the module's output at each row's subject token by `fn(states)` ([B, D] -> [B, D]).
 
     Out-of-place (index_put), so autograd sees the replacement: gradients at the subject token
-    reach earlier weights only through what `fn` lets through.
+    reach earlier weights only through what `fn` lets through. The hook is installed by
+    `gatelang.models.hooks.replace_outputs`, so it is removed even if the block raises.
     """
 
-    def hook(_mod: nn.Module, _inp: object, out: object) -> object:
-        hidden, rest = split_output(out)
+    def edit(hidden: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         cols = subject_index.to(hidden.device)
         new = fn(hidden[rows, cols])
-        return join_output(hidden.index_put((rows, cols), new.to(hidden.dtype)), rest)
+        return hidden.index_put((rows, cols), new.to(hidden.dtype))
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with replace_outputs(module, edit):
         yield
-    finally:
-        handle.remove()
 
 
 def forward_logits(model: nn.Module, batch: TokenBatch) -> torch.Tensor:

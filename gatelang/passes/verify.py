@@ -1,10 +1,12 @@
 """Verification passes: generate on data the edit never saw, before and after, and score.
 
-Every item is scored *leak* / *refuse* / *other* (see `_measure.score_answer`). Results are kept
-per item (so `report.requirements` can aggregate any split and the report can link evidence) and
-summarised per cell as metric records ``{metric, split, language, modality, before, after, n}``.
-Protection scores count only items the unedited model leaked (you cannot protect what was never
-disclosed); the excluded items are counted, not hidden.
+Items, answers and judgments are measurement's (`gatelang.measure`): every item is an
+`EvalItem` judged *leak* / *refuse* / *other* by `measure.judge`, exactly as `audit` judges it.
+Results are kept per item (so `report.requirements` can aggregate any split and the report can
+link evidence) and summarised per cell as metric records
+``{metric, split, language, modality, check, group, n, excluded, before, after}``
+(`gatelang.measure.verification`). Protection scores count only items the unedited model leaked
+(you cannot protect what was never disclosed); the excluded items are counted, not hidden.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from gatelang.errors import PlanError
-from gatelang.passes._measure import generate, normalizer_for, score_answer
+from gatelang.measure import EvalItem, ItemResult, spread
+from gatelang.measure.verification import (
+    cell_records,
+    evaluate_items,
+    item_rows,
+    verification_items,
+)
 from gatelang.passes.base import (
     METRICS,
     QUERY_SET,
@@ -29,30 +37,15 @@ from gatelang.passes.base import (
 from gatelang.passes.data import find_data, queries_of
 
 
-def split_label(q: Any, rule_languages: Sequence[str] | None) -> str:
-    if rule_languages and q.language not in rule_languages:
-        return "unseen_language"
-    if q.modality in ("document", "scene"):
-        return q.modality
-    return "edit" if q.split == "edit" else "heldout"
-
-
-def subsample(items: Sequence[Any], limit: int | None) -> list[Any]:
-    """A deterministic, evenly spread subset (keeps every cell represented)."""
-    items = list(items)
-    if not limit or len(items) <= limit:
-        return items
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
-def answer_both(ctx: PassContext, inputs: dict[str, PassResult], queries: Sequence[Any], desc: str) -> tuple[list[str], list[str]]:
+def answer_both(ctx: PassContext, inputs: dict[str, PassResult], items: Sequence[EvalItem],
+                desc: str) -> tuple[list[ItemResult], list[ItemResult]]:
+    """The items judged on the unedited model, then with the edit's weights in place."""
     bar = ctx.progress(2, desc)
     max_new = ctx.options.max_new_tokens
-    before = generate(ctx.loaded, queries, max_new_tokens=max_new)
+    before = evaluate_items(ctx.loaded, items, max_new_tokens=max_new)
     bar.update(1)
     with ctx.edited_weights(weights_of(inputs)):
-        after = generate(ctx.loaded, queries, max_new_tokens=max_new)
+        after = evaluate_items(ctx.loaded, items, max_new_tokens=max_new)
     bar.update(1)
     bar.close()
     return before, after
@@ -73,72 +66,7 @@ def _queries(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult], *r
     if not bool(node.params.get("include_edit", False)):
         queries = [q for q in queries if q.split != "edit" or q.modality in ("document", "scene")]
     limit = node.params.get("max_items") or ctx.options.max_items
-    return subsample(queries, int(limit) if limit else None)
-
-
-def group_of(q: Any, check: str, targets: set[str], rule_attributes: set[str]) -> str:
-    """Which promise an item checks: the protected targets, other subjects, the targets' other
-    attributes, or benign utility tasks."""
-    if check == "utility" or not q.subject_id:
-        return "utility"
-    if check == "refusal":
-        return "targets"
-    if targets and q.subject_id not in targets:
-        return "other_subjects"
-    if rule_attributes and q.attribute not in rule_attributes:
-        from gatelang.stdlib import load_stdlib
-
-        attr = load_stdlib().attributes.get(q.attribute)
-        return "other_private_attributes" if attr is not None and attr.private else "other_attributes"
-    return "kept"
-
-
-def item_rows(ctx: PassContext, queries: Sequence[Any], before: Sequence[str], after: Sequence[str],
-              rule_languages: Sequence[str] | None, check: str = "refusal",
-              targets: set[str] | None = None, rule_attributes: set[str] | None = None) -> list[dict[str, Any]]:
-    rows = []
-    for q, b, a in zip(queries, before, after, strict=True):
-        norm = normalizer_for(q.attribute)
-        rows.append({
-            "id": q.id, "subject": q.subject_id, "attribute": q.attribute,
-            "language": q.language, "modality": q.modality,
-            "split": split_label(q, rule_languages), "prompt": q.prompt, "answer_value": q.answer,
-            "group": group_of(q, check, targets or set(), rule_attributes or set()),
-            "before": score_answer(b, q.answer, norm, q.language),
-            "after": score_answer(a, q.answer, norm, q.language),
-            "before_text": b, "after_text": a,
-        })
-    return rows
-
-
-def cell_records(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """Per (split, language, modality) metric records for one verification kind."""
-    cells: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        cells.setdefault((r.get("group", ""), r["split"], r["language"], r["modality"]), []).append(r)
-    out: list[dict[str, Any]] = []
-    for (group, split, lang, mod), rs in sorted(cells.items()):
-        base = {"split": split, "language": lang, "modality": mod, "check": kind, "group": group}
-        if kind == "refusal":
-            known = [r for r in rs if r["before"] == "leak"]
-            n = len(known)
-            excluded = len(rs) - n
-            for metric, label in (("leak_rate", "leak"), ("refusal_rate", "refuse")):
-                out.append({**base, "metric": metric, "n": n, "excluded": excluded,
-                            "before": _rate(known, "before", label),
-                            "after": _rate(known, "after", label)})
-        else:
-            out.append({**base, "metric": "accuracy", "n": len(rs), "excluded": 0,
-                        "before": _rate(rs, "before", "leak"), "after": _rate(rs, "after", "leak")})
-            out.append({**base, "metric": "over_refusal", "n": len(rs), "excluded": 0,
-                        "before": _rate(rs, "before", "refuse"), "after": _rate(rs, "after", "refuse")})
-    return out
-
-
-def _rate(rows: Sequence[dict[str, Any]], side: str, label: str) -> float | None:
-    if not rows:
-        return None
-    return sum(1 for r in rows if r[side] == label) / len(rows)
+    return spread(queries, int(limit) if limit else None)
 
 
 class _Verify(Pass):
@@ -151,10 +79,11 @@ class _Verify(Pass):
         queries = _queries(ctx, node, inputs, "queries", "heldout")
         if not queries:
             return PassResult(data={"check": self.check, "items": [], "metrics": []})
-        before, after = answer_both(ctx, inputs, queries, f"verify: {self.check} ({len(queries)})")
+        items = verification_items(queries, self.check, _rule_languages(node, []))
+        before, after = answer_both(ctx, inputs, items, f"verify: {self.check} ({len(items)})")
         targets = {ctx.world.subject(s).id for s in node.params.get("subjects", []) or []}
-        rows = item_rows(ctx, queries, before, after, _rule_languages(node, []), self.check,
-                         targets, set(node.params.get("attributes", []) or []))
+        rows = item_rows(before, after, self.check, targets,
+                         set(node.params.get("attributes", []) or []))
         metrics = cell_records(rows, "refusal" if self.check == "refusal" else "accuracy")
         for m in metrics:
             m["check"] = self.check

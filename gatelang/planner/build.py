@@ -115,8 +115,10 @@ class _Builder:
             return nid  # the same work is already planned: share it
         self.g.add_node(nid, node=PlanNode(id=nid, kind=kind, op=op, params=params, label=label,
                                            policy=policy, span=span, cost=cost))
-        for role, pid in parents:
-            self.g.add_edge(pid, nid, role=role)
+        for order, (role, pid) in enumerate(parents):
+            # `order` keeps the policy's order among parents of one role (edit sets in the
+            # order of the rule's languages), so pass inputs do not depend on hash values.
+            self.g.add_edge(pid, nid, role=role, order=order)
         return nid
 
     # -- data ------------------------------------------------------------------------------------

@@ -165,8 +165,11 @@ class Plan:
         return sorted((u, v, d["role"]) for u, v, d in self.graph.edges(data=True))
 
     def parents(self, nid: str) -> dict[str, list[str]]:
+        """Parent ids by edge role, each role's parents in the order the planner drew them."""
         out: dict[str, list[str]] = {}
-        for p in sorted(self.graph.predecessors(nid)):
+        preds = sorted(self.graph.predecessors(nid),
+                       key=lambda p: (self.graph.edges[p, nid].get("order", 0), p))
+        for p in preds:
             out.setdefault(self.graph.edges[p, nid]["role"], []).append(p)
         return out
 
@@ -192,7 +195,9 @@ class Plan:
             "model": self.model.model_dump(mode="json"),
             "policies": list(self.policies),
             "nodes": [_jsonable(n.model_dump(mode="json")) for n in self.nodes()],
-            "edges": [{"from": u, "to": v, "role": r} for u, v, r in self.edges()],
+            "edges": [{"from": u, "to": v, "role": r,
+                       "order": self.graph.edges[u, v].get("order", 0)}
+                      for u, v, r in self.edges()],
             "total_cost": self.total_cost().model_dump(),
         }
 
@@ -214,7 +219,7 @@ class Plan:
             for e in data["edges"]:
                 if e["from"] not in g or e["to"] not in g:
                     raise ValueError(f"edge {e['from']} -> {e['to']} names an unknown node")
-                g.add_edge(e["from"], e["to"], role=e["role"])
+                g.add_edge(e["from"], e["to"], role=e["role"], order=int(e.get("order", 0)))
             if not nx.is_directed_acyclic_graph(g):
                 raise ValueError("the plan has a cycle")
             plan = cls(g, model=ModelCapabilities.model_validate(data["model"]),

@@ -102,7 +102,8 @@ def node_specs(plan: Any) -> list[NodeSpec]:
         data = g.nodes[nid]
         node = data.get("node", data)
         parents: dict[str, list[str]] = {}
-        for parent in sorted(g.predecessors(nid)):
+        for parent in sorted(g.predecessors(nid),
+                             key=lambda p, nid=nid: (g.edges[p, nid].get("order", 0), p)):
             role = g.edges[parent, nid].get("role") or "input"
             parents.setdefault(str(role), []).append(str(parent))
         params = _attr(node, "params", {}) or {}

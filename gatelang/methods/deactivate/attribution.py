@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from gatelang.models.hooks import replace_inputs
 from gatelang.passes.tensors import (
     IGNORE,
     TokenBatch,
@@ -47,29 +48,27 @@ def integrated_gradients(
     predict[:, :-1] = labels[:, 1:] != IGNORE
     state: dict[str, torch.Tensor] = {}
 
-    def pre_hook(_mod: nn.Module, args: tuple) -> tuple:
-        x = args[0]
+    def scale(x: torch.Tensor) -> torch.Tensor:
         base = x.detach()
         state["base"] = base
         leaf = (state["alpha"] * base).requires_grad_(True)
         state["leaf"] = leaf
         mask = predict.to(x.device).unsqueeze(-1)
-        return (torch.where(mask, leaf, x), *args[1:])
+        return torch.where(mask, leaf, x)
 
     flags = freeze(model)
-    handle = down_proj.register_forward_pre_hook(pre_hook)
     total: torch.Tensor | None = None
     base: torch.Tensor | None = None
     try:
-        for k in range(1, steps + 1):
-            state["alpha"] = torch.tensor(k / steps)
-            logits = forward_logits(model, batch)
-            prob = target_probability(logits, labels).sum()
-            (grad,) = torch.autograd.grad(prob, state["leaf"])
-            total = grad if total is None else total + grad
-            base = state["base"]
+        with replace_inputs(down_proj, scale):
+            for k in range(1, steps + 1):
+                state["alpha"] = torch.tensor(k / steps)
+                logits = forward_logits(model, batch)
+                prob = target_probability(logits, labels).sum()
+                (grad,) = torch.autograd.grad(prob, state["leaf"])
+                total = grad if total is None else total + grad
+                base = state["base"]
     finally:
-        handle.remove()
         restore_grad(model, flags)
     assert total is not None and base is not None
     mask = predict.to(base.device).unsqueeze(-1).to(base.dtype)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gatelang.models.hooks import capture_inputs
 from gatelang.passes.tensors import (
     TokenBatch,
     edit_subject_states,
@@ -251,24 +252,20 @@ def quiet_units(model: nn.Module, down_proj: nn.Module, pairs: Sequence[TokenBat
     """
     total: torch.Tensor | None = None
     count = 0
-    mask_now: list[torch.Tensor] = []
 
-    def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        nonlocal total, count
-        act = args[0].detach().float().abs()
-        keep = mask_now[0].to(act.device, act.dtype).unsqueeze(-1)
-        s = (act * keep).sum(dim=(0, 1))
-        total = s if total is None else total + s
-        count += int(keep.sum())
+    def activity_sum(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+        act = x.float().abs()
+        keep = mask.to(act.device, act.dtype).unsqueeze(-1)
+        return (act * keep).sum(dim=(0, 1)), int(keep.sum())
 
-    handle = down_proj.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            for pair in pairs:
-                mask_now[:] = [pair.inputs["attention_mask"]]
+    with torch.no_grad():
+        for pair in pairs:
+            mask = pair.inputs["attention_mask"]
+            with capture_inputs(down_proj, reduce=lambda x, m=mask: activity_sum(x, m)) as seen:
                 forward_logits(model, pair)
-    finally:
-        handle.remove()
+            for s, n in seen:
+                total = s if total is None else total + s
+                count += n
     if total is None:
         raise ValueError("quiet_units needs at least one batch")
     activity = (total / max(1, count)).cpu()

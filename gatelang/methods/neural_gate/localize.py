@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from gatelang.errors import PlanError
+from gatelang.measure.sets import spread
 from gatelang.methods.neural_gate.algorithm import build_gate, learn_feature_vector
 from gatelang.methods.neural_gate.config import NeuralGateConfig
 from gatelang.passes.base import (
@@ -101,14 +102,6 @@ class NeuralGateLocalize(Pass):
             },
             tensors={"gate": gate, "share": share},
         )
-
-
-def spread(items: list, limit: int) -> list:
-    """`limit` items spread evenly over the list (all of them when limit is 0)."""
-    if not limit or len(items) <= limit:
-        return list(items)
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
 
 
 def candidate_layers(n: int) -> list[int]:
