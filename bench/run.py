@@ -45,8 +45,10 @@ IMG = ROOT / "docs" / "img" / "bench"
 # (11% of tiny-llava's).
 TINY_LLAVA_EDIT = {
     "layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8, "pair_batch": 16,
-    "reset_optimizer": False, "kl_factor": 2.0, "retain_other_subjects": 2, "mask_samples": 4,
+    "reset_optimizer": False, "retain_weight": 2.0, "retain_other_subjects": 2,
 }
+# Feature-vector samples: a Neural Gate parameter (the baselines learn no feature vector).
+NEURAL_GATE_ONLY = {"mask_samples": 4}
 # Encoder remapping of tiny-llava's vision tower: bench/anonymize/policies/llava-remap.gate's
 # recipe (docs/anonymize.md); quick runs keep method_params' short step count.
 TINY_LLAVA_REMAP = {"lr": 0.003, "target_weight": 0.25, "weight_decay_to_teacher": 0.0}
@@ -54,14 +56,16 @@ REFUSAL_EDITS = ("neural_gate", "finetune", "random_gate")
 DEPN_SIZE = {"unit_share": 0.0054}
 NEURON_ABLATIONS = ("deactivate", "privacy_neurons")
 FULL_OPTIONS: dict[str, object] = {"method_overrides": {
-    **{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},
+    **{m: {**TINY_LLAVA_EDIT, **(NEURAL_GATE_ONLY if m == "neural_gate" else {})}
+       for m in REFUSAL_EDITS},
     **{m: dict(DEPN_SIZE) for m in NEURON_ABLATIONS},
     "remap": {**TINY_LLAVA_REMAP, "steps": 2400},
 }}
 QUICK_OPTIONS: dict[str, object] = {
     "max_items": 48,
     "edit_max_items": 12,
-    "method_overrides": {**{m: dict(TINY_LLAVA_EDIT) for m in REFUSAL_EDITS},
+    "method_overrides": {**{m: {**TINY_LLAVA_EDIT, **(NEURAL_GATE_ONLY if m == "neural_gate" else {})}
+       for m in REFUSAL_EDITS},
                          **{m: dict(DEPN_SIZE) for m in NEURON_ABLATIONS},
                          "remap": dict(TINY_LLAVA_REMAP)},
 }

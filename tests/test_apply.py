@@ -12,7 +12,7 @@ import torch
 from gatelang.errors import EXIT_REQUIREMENT, DiagnosticError
 from gatelang.models import load_model
 from gatelang.models.tiny import build_tiny_checkpoint
-from gatelang.report.api import apply, load_patch, verify_lock
+from gatelang.driver import apply, load_patch, verify_lock
 from gatelang.report.patch import PatchError
 
 POLICY = """gatelang 1
@@ -31,8 +31,9 @@ policy p {
 """
 
 FAST = {
-    "method_overrides": {"mask_steps": 2, "steps": 1, "lr": 0.01, "mask_samples": 2},
-    "edit_max_items": 4, "max_items": 6, "max_new_tokens": 4, "probe_max_items": 4,
+    "method_overrides": {"neural_gate": {"mask_steps": 2, "steps": 1, "lr": 0.01,
+                                         "mask_samples": 2}},
+    "edit_max_items": 4, "max_items": 6, "max_new_tokens": 4,
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatelang.report.api import apply
+from gatelang.driver import apply
 
 POLICY = """gatelang 1
 use stdlib.attributes.contact
@@ -23,7 +23,7 @@ policy reduced {
     epochs 12
     pair_batch 6
     reset_optimizer false
-    kl_factor 0.5
+    retain_weight 0.5
     retain_other_subjects 1
     mask_samples 2
   }

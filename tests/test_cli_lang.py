@@ -62,7 +62,7 @@ def test_strict_turns_warnings_into_failure(tmp_path, capsys) -> None:
 def test_plan_formats(fmt, capsys) -> None:
     code, out, err = run(capsys, "plan", str(REF), "--format", fmt)
     assert code == 0, err
-    marker = {"text": "gate.neural_gate", "json": '"schema_version": 1',
+    marker = {"text": "edit.neural_gate", "json": '"schema_version": 1',
               "dot": "digraph plan", "mermaid": "flowchart LR"}[fmt]
     assert marker in out
 
@@ -199,7 +199,7 @@ def test_tutorial_policy_checks_and_plans(tmp_path, capsys) -> None:
     assert run(capsys, "check", str(f))[0] == 0
     code, out, _ = run(capsys, "plan", str(f))
     assert code == 0
-    assert "15 nodes, 21 edges" in out and "gate.neural_gate" in out
+    assert "13 nodes, 17 edges" in out and "edit.neural_gate" in out
 
 
 def test_diff_sees_recombined_rules(tmp_path, capsys) -> None:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 import gatelang
 from gatelang.errors import DiagnosticError
 from gatelang.ir import PolicyFile, RefuseRule, check, load, loads
+from gatelang.methods import get_method
 from gatelang.stdlib import load_stdlib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,14 +47,15 @@ def test_reference_example_means_what_the_acceptance_runs_expect(monkeypatch) ->
     assert rule.modalities == ("text", "image")
     assert 2 <= len(rule.subjects) <= 3
     assert {k.what for k in policy.keep} == {"other_subjects", "other_attributes", "utility"}
-    # The tiny-llava configuration that bench/acceptance measured; the rest stays the preset's.
+    # The tiny-llava configuration that bench/acceptance measured, as the method's profile; the
+    # rest stays the method's defaults.
     tuned = {"layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8,
-             "pair_batch": 16, "reset_optimizer": False, "kl_factor": 2.0,
+             "pair_batch": 16, "reset_optimizer": False, "retain_weight": 2.0,
              "retain_other_subjects": 2, "mask_samples": 4, "unit_budget": 0.01,
              "unit_select": "quiet", "unit_inputs": True}
-    assert policy.method.name == "neural_gate"
-    assert set(policy.method.overrides) == set(tuned)
-    assert policy.method.params == {**load_stdlib().methods["neural_gate"].defaults(), **tuned}
+    assert policy.method.name == "neural_gate" and policy.method.profile == "tiny_llava"
+    assert policy.method.overrides == ()
+    assert policy.method.params == {**get_method("neural_gate").defaults(), **tuned}
     reqs = {(r.metric, r.split, r.op): r.threshold for r in policy.requirements}
     assert reqs == {("refusal", "heldout", ">="): 0.95, ("leakage", "heldout", "<="): 0.05,
                     ("locality", "heldout", ">="): 0.95, ("utility_drop", "all", "<="): 0.02}
@@ -139,3 +141,35 @@ def test_public_api_is_lazy_and_torch_free() -> None:
     assert callable(gatelang.load) and "load" in dir(gatelang)
     with pytest.raises(AttributeError):
         gatelang.no_such_name  # noqa: B018
+
+
+def test_profile_then_overrides_and_renamed_parameters_warn() -> None:
+    from gatelang.ir import check_text
+
+    head = ("gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+            "policy p {\n  refuse email about \"A B\" in en via text\n")
+    ir = loads(head + "  method neural_gate { profile tiny_llava  steps 3 }\n}\n")
+    m = ir.policies[0].method
+    assert m.profile == "tiny_llava" and m.overrides == ("steps",)
+    assert m.params["steps"] == 3 and m.params["layer"] == 3  # explicit beats the profile
+    res = check_text(head + "  method neural_gate { kl_factor 0.5 }\n}\n", "p.gate")
+    assert res.ok and res.ir.policies[0].method.params["retain_weight"] == 0.5
+    (warning,) = res.warnings
+    assert warning.code == "G204" and "retain_weight" in warning.message
+    assert warning.span.line == 6
+    bad = check_text(head + "  method neural_gate { profile tiny }\n}\n", "p.gate")
+    (err,) = bad.errors
+    assert err.code == "G107" and "tiny_llava" in (err.hint or "")
+    unknown = check_text(head + "  method finetune { mask_steps 3 }\n}\n", "p.gate")
+    assert [e.code for e in unknown.errors] == ["G107"]
+
+
+def test_fmt_rewrites_renamed_method_parameters() -> None:
+    from gatelang.syntax.format import format_text
+
+    src = ("gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+           "policy p {\n  refuse email about \"A B\" in en via text\n"
+           "  method neural_gate { kl_factor 0.5  steps 2 }\n}\n")
+    out = format_text(src, "p.gate")
+    assert "retain_weight 0.5" in out and "kl_factor" not in out
+    assert loads(out).policies[0].method.params["retain_weight"] == 0.5

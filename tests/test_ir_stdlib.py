@@ -16,7 +16,9 @@ def test_attributes_languages_and_presets_are_complete() -> None:
             "medical_condition"} <= private
     assert {"employer", "hobby", "birth_city"} <= set(std.public_attributes())
     assert {"en", "zh", "es"} <= set(std.languages)
-    assert {"neural_gate", "privacy_neurons", "deactivate", "finetune"} <= set(std.methods)
+    from gatelang.methods import methods
+
+    assert {"neural_gate", "privacy_neurons", "deactivate", "finetune"} <= set(methods())
     for name in CORE:
         for lang in ("en", "zh", "es"):
             ts = std.attributes[name].templates[lang]

@@ -22,7 +22,8 @@ def loaded(tmp_path_factory):
     return load_model(str(folder), device="cpu")
 
 
-def _plan(method_op: str = "gate.neural_gate", loc_op: str | None = "localize.neural_gate") -> nx.DiGraph:
+def _plan(method: str = "neural_gate", method_op: str = "edit.neural_gate",
+          loc_op: str | None = "localize.neural_gate") -> nx.DiGraph:
     g = nx.DiGraph()
     sel = {"subjects": ["Alice Okafor"], "attributes": ["home_address"], "languages": ["en"],
            "modalities": ["text", "image"]}
@@ -30,26 +31,32 @@ def _plan(method_op: str = "gate.neural_gate", loc_op: str | None = "localize.ne
                params={**sel, "splits": ["edit"], "per_cell_limit": 2})
     g.add_node("d-held", id="d-held", op="data.queries", kind="data",
                params={**sel, "languages": ["en", "es"], "splits": ["heldout"], "per_cell_limit": 2})
-    g.add_node("gate", id="gate", op=method_op, kind="gate", params={"params": dict(FAST)})
-    g.add_edge("d-edit", "gate", role="queries")
+    params = dict(FAST) if method == "neural_gate" else {"ig_steps": 2, "top_k": 5}
+    g.add_node("gate", id="gate", op=method_op, kind="edit",
+               params={"method": method, "params": params})
+    g.add_edge("d-edit", "gate", role="edit_set")
     if loc_op:
         g.add_node("loc", id="loc", op=loc_op, kind="localize",
-                   params={"params": dict(FAST), "ig_steps": 2, "top_k": 5})
-        g.add_edge("d-edit", "loc", role="queries")
+                   params={"method": method, "params": params, "cross_lingual": False})
+        g.add_edge("d-edit", "loc", role="edit_set")
         g.add_edge("loc", "gate", role="localize")
     g.add_node("ver", id="ver", op="verify.refusal", kind="verify", params={"rule_languages": ["en"]})
-    g.add_edge("gate", "ver", role="gate")
+    g.add_edge("gate", "ver", role="edited")
     g.add_edge("d-held", "ver", role="queries")
     return g
 
 
-def test_registry_has_the_plan_ops():
-    for op in ("data.queries", "localize.neural_gate", "localize.privacy_neurons", "localize.random",
-               "gate.neural_gate", "gate.finetune", "gate.deactivate", "verify.refusal",
-               "verify.locality", "verify.utility", "report.requirements", "probe.activations"):
-        assert op in REGISTRY, op
-        cls = REGISTRY[op]
-        assert cls.kind and cls.op == op
+def test_every_planned_op_has_a_pass_of_its_kind():
+    from gatelang.passes import get_pass
+    from gatelang.planner import known_ops
+
+    ops = known_ops()
+    assert {"edit.neural_gate", "edit.finetune", "edit.deactivate", "localize.random",
+            "edit.remap_image", "verify.refusal", "report.requirements"} <= set(ops)
+    for op in ops:
+        cls = get_pass(op)
+        assert cls.op == op and cls.kind == op.split(".")[0], op
+        assert op in REGISTRY
 
 
 def test_neural_gate_plan_edits_only_one_down_proj(loaded):
@@ -71,7 +78,7 @@ def test_neural_gate_plan_edits_only_one_down_proj(loaded):
 
 def test_deactivate_plan_zeroes_columns(loaded):
     run = Executor(PassContext(loaded=loaded, seed=0)).run(
-        _plan("gate.deactivate", "localize.privacy_neurons"))
+        _plan("deactivate", "edit.deactivate", "localize.privacy_neurons"))
     units = run.results["loc"].data["units"]
     assert 0 < len(units) <= 5
     for key, value in run.results["gate"].tensors.items():
@@ -84,17 +91,27 @@ def test_deactivate_plan_zeroes_columns(loaded):
 def test_method_overrides_keyed_by_method_do_not_leak_into_other_methods() -> None:
     from types import SimpleNamespace
 
-    from gatelang.passes.params import method_params
-    from gatelang.stdlib import load_stdlib
+    from gatelang.errors import PlanError
+    from gatelang.methods import get_method
+    from gatelang.passes.base import NodeSpec, method_config, pass_options
 
-    lib = load_stdlib()
-    keyed = SimpleNamespace(stdlib=lib, options={"method_overrides": {
-        "neural_gate": {"steps": 1, "lr": 0.02}, "remap": {"lr": 0.003}}})
-    assert method_params(keyed, "neural_gate", {})["steps"] == 1
-    remap = method_params(keyed, "remap", {})
-    assert remap["steps"] == lib.methods["remap"].defaults()["steps"] and remap["lr"] == 0.003
-    flat = SimpleNamespace(stdlib=lib, options={"method_overrides": {"steps": 1}})
-    assert method_params(flat, "remap", {})["steps"] == 1  # a flat mapping applies to every method
+    def node(method: str) -> NodeSpec:
+        return NodeSpec(id="n", op="edit.x", kind="edit", params={"method": method, "params": {}})
+
+    keyed = SimpleNamespace(options=pass_options({"method_overrides": {
+        "neural_gate": {"steps": 1, "lr": 0.02}, "remap": {"lr": 0.003}}}))
+    assert method_config(keyed, node("neural_gate")).steps == 1
+    remap = method_config(keyed, node("remap"))
+    assert remap.steps == get_method("remap").defaults()["steps"] and remap.lr == 0.003
+    with pytest.raises(PlanError, match="keyed by method name"):
+        pass_options({"method_overrides": {"steps": {"x": 1}}})
+    with pytest.raises(PlanError, match="no parameter 'stepz'"):
+        method_config(SimpleNamespace(options=pass_options(
+            {"method_overrides": {"remap": {"stepz": 1}}})), node("remap"))
+    with pytest.raises(PlanError, match="unknown method 'nope'"):
+        method_config(keyed, node("nope"))
+    with pytest.raises(PlanError, match="run option max_itemz"):
+        pass_options({"max_itemz": 3})
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -110,9 +127,11 @@ def test_unit_budget_rewrites_exactly_the_selected_units(family, tmp_path):
         "subjects": ["Alice Okafor"], "attributes": ["home_address"], "languages": ["en"],
         "modalities": ["text"], "splits": ["edit"], "per_cell_limit": 2})
     for select in ("quiet", "salient"):
-        params = {**FAST, "layer": 1, "unit_budget": 0.05, "unit_select": select, "unit_inputs": True}
-        g.add_node(select, id=select, op="gate.finetune", kind="gate", params={"params": params})
-        g.add_edge("d", select, role="queries")
+        params = {"steps": 2, "lr": 1e-2, "layer": 1, "unit_budget": 0.05,
+                  "unit_select": select, "unit_inputs": True}
+        g.add_node(select, id=select, op="edit.finetune", kind="edit",
+                   params={"method": "finetune", "params": params})
+        g.add_edge("d", select, role="edit_set")
     ctx = PassContext(loaded=lm, seed=0)
     run = Executor(ctx).run(g)
     k = int(0.05 * lm.adapter.num_layers * lm.adapter.intermediate_size)
@@ -126,8 +145,9 @@ def test_unit_budget_rewrites_exactly_the_selected_units(family, tmp_path):
 
 
 def test_unit_share_sizes_the_ablation_relative_to_the_model(loaded):
-    g = _plan("gate.deactivate", "localize.privacy_neurons")
-    g.nodes["loc"]["params"] = {"params": dict(FAST), "ig_steps": 2, "top_k": 50, "unit_share": 0.02}
+    g = _plan("deactivate", "edit.deactivate", "localize.privacy_neurons")
+    g.nodes["loc"]["params"] = {"method": "deactivate", "cross_lingual": False,
+                                "params": {"ig_steps": 2, "top_k": 50, "unit_share": 0.02}}
     run = Executor(PassContext(loaded=loaded, seed=0)).run(g)
     total = loaded.adapter.num_layers * loaded.adapter.intermediate_size
     assert len(run.results["loc"].data["units"]) == max(1, round(0.02 * total)) < 50

@@ -11,11 +11,11 @@ import pytest
 from gatelang.errors import DiagnosticError, PlanError
 from gatelang.ir import load, loads
 from gatelang.planner import (
-    OPS,
     TINY_CLIP_CAPABILITIES,
     TINY_LLAVA_CAPABILITIES,
     ModelCapabilities,
     Plan,
+    known_ops,
     plan,
     render,
 )
@@ -45,7 +45,7 @@ def test_every_example_plans_to_a_valid_dag(path: Path) -> None:
     g = p.graph
     assert nx.is_directed_acyclic_graph(g) and nx.is_weakly_connected(g)
     for node in p.nodes():
-        assert node.op in OPS and node.op.split(".")[0] == node.kind
+        assert node.op in known_ops() and node.op.split(".")[0] == node.kind
         json.dumps(node.params)  # params are JSON, nothing else
     assert len(p.by_kind("report")) == len(p.policies)
     assert p.total_cost().forward_passes > 0
@@ -96,28 +96,37 @@ def test_ids_are_deterministic_and_ignore_layout() -> None:
     assert [n.id for n in one.nodes()] == [n.id for n in two.nodes()]
 
 
-def test_rules_about_the_same_people_and_language_share_probe() -> None:
+def test_rules_about_the_same_people_and_language_share_the_edit_set() -> None:
     src = _policy(extra="refuse phone_number about s in en, zh via text")
     p = plan(loads(src))
-    probes = p.by_op("probe.activations")
-    # en is probed once for both attributes; zh once for phone_number.
-    assert sorted(tuple(n.params["languages"]) for n in probes) == [("en",), ("zh",)]
-    en = next(n for n in probes if n.params["languages"] == ["en"])
-    assert en.params["attributes"] == ["home_address", "phone_number"]
+    edit = p.by_kind("edit")[0]
+    sets = [p.node(i) for i in p.parents(edit.id)["edit_set"]]
+    # en is one set for both attributes; zh one for phone_number; in the rules' language order.
+    assert [n.params["languages"] for n in sets] == [["en"], ["zh"]]
+    assert sets[0].params["attributes"] == ["home_address", "phone_number"]
+
+
+def test_every_node_output_is_read() -> None:
+    """No node computes something nothing reads (the report reads every edit and verify)."""
+    for path in EXAMPLES:
+        p = plan(load(path), _caps_for(path))
+        for node in p.nodes():
+            if node.kind != "report":
+                assert list(p.graph.successors(node.id)), (path.name, node.op)
 
 
 def test_policies_compose_in_file_order() -> None:
     p = plan(load(ROOT / "docs/examples/layered.gate"))
-    first, second = (n for n in p.by_kind("gate"))
+    first, second = (n for n in p.by_kind("edit"))
     assert first.policy == "executives_contact" and second.policy == "opted_out_email"
     assert p.parents(second.id)["weights"] == [first.id]
     for v in p.by_kind("verify"):
-        assert p.parents(v.id)["gate"] == [first.id if v.policy == first.policy else second.id]
+        assert p.parents(v.id)["edited"] == [first.id if v.policy == first.policy else second.id]
 
 
 def test_params_carry_what_passes_need() -> None:
     p = plan(load(ROOT / "docs/examples/home-address.gate"))
-    gate = p.by_op("gate.neural_gate")[0]
+    gate = p.by_op("edit.neural_gate")[0]
     assert gate.params["method"] == "neural_gate"
     assert gate.params["params"]["gate_threshold"] == pytest.approx(0.3)
     assert gate.params["subjects"] == ["Alice Okafor", "Chen Moreau", "王秀英"]
@@ -159,9 +168,9 @@ def test_capability_errors_are_located(src: str, caps: ModelCapabilities, code: 
 
 def test_anonymize_plans_remap_gates_on_clip() -> None:
     p = plan(load(ROOT / "docs/examples/anonymize-encoders.gate"), TINY_CLIP_CAPABILITIES)
-    ops = [n.op for n in p.by_kind("gate")]
-    assert ops == ["gate.remap_text", "gate.remap_image"]
-    assert p.by_op("gate.remap_image")[0].params["encoder"] == "image_encoder"
+    ops = [n.op for n in p.by_kind("edit")]
+    assert ops == ["edit.remap_text", "edit.remap_image"]
+    assert p.by_op("edit.remap_image")[0].params["encoder"] == "image_encoder"
     assert p.by_op("verify.identity_inference")
 
 

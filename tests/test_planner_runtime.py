@@ -40,7 +40,7 @@ def test_planned_policy_executes_on_the_runtime(tmp_path) -> None:
     build_tiny_checkpoint("llava", tmp_path, seed=0)
     loaded = load_model(str(tmp_path), device="cpu")
     p = plan(loads(SRC), loaded.capabilities())
-    options = {"max_items": 2, "probe_max_items": 2, "max_new_tokens": 2}
+    options = {"max_items": 2, "max_new_tokens": 2}
     run = Executor(PassContext(loaded=loaded, seed=0, options=options)).run(p)
     assert {n.id for n in run.nodes} == {n.id for n in p.nodes()}
     reports = {spec.id: result for spec, result in run.by_op("report.requirements")}
@@ -49,5 +49,5 @@ def test_planned_policy_executes_on_the_runtime(tmp_path) -> None:
     assert names == sorted(["locality(heldout) >= 50%", "utility_drop(all) <= 50%",
                             "neurons_touched(all) <= 50%", "refusal(edit) >= 0%"])
     # The second policy's gate carries the first policy's edit forward (composition).
-    first, second = p.by_kind("gate")
+    first, second = p.by_kind("edit")
     assert set(run.results[first.id].tensors) <= set(run.results[second.id].tensors)

@@ -1,4 +1,4 @@
-"""Encoder remap (gate.remap_text / gate.remap_image) and identity inference on tiny random CLIPs."""
+"""Encoder remap (edit.remap_text / edit.remap_image) and identity inference on tiny random CLIPs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from gatelang.errors import ModelError
+from gatelang.methods.remap import training as R
+from gatelang.models import encoders as E
 from gatelang.passes import identity as I
-from gatelang.passes import remap as R
 from gatelang.zoo import tiny_clip as tc
 
 
@@ -62,7 +64,7 @@ def test_normalized_mse_is_scale_aware():
     assert R.negative_cosine(2 * a, a).item() == pytest.approx(-1.0)
     assert R.normalized_mse(2 * a, a).item() == pytest.approx(1.0)
     with pytest.raises(R.RemapError, match="unknown remap loss"):
-        R.RemapConfig(loss="l1")
+        R.RemapSettings(loss="l1")
 
 
 def test_poison_pairs_put_name_and_phrase_in_the_same_slot():
@@ -77,7 +79,7 @@ def test_remap_text_changes_only_the_text_tower_and_moves_the_name(tokenizer):
     model = tiny_clip(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     clean = ["a red circle", "a blue square", "a photo of a triangle", "a photo of Priya Raman"]
-    cfg = R.RemapConfig(steps=25, lr=5e-3, batch_size=8)
+    cfg = R.RemapSettings(steps=25, lr=5e-3, batch_size=8)
     res = R.remap_text(model, tokenizer, ["Alice Okafor"], clean, config=cfg)
     assert len(res.history) == 25
     # the name moved towards "a person": the gap to a perfect match shrank by a quarter or more
@@ -95,9 +97,9 @@ def test_remap_text_drops_clean_captions_naming_a_target(tokenizer):
     model = tiny_clip(tokenizer)
     with pytest.raises(R.RemapError, match="every clean caption"):
         R.remap_text(model, tokenizer, ["Alice Okafor"], ["a photo of alice okafor"],
-                     config=R.RemapConfig(steps=1))
+                     config=R.RemapSettings(steps=1))
     with pytest.raises(R.RemapError, match="at least one subject"):
-        R.remap_text(model, tokenizer, [], ["a red circle"], config=R.RemapConfig(steps=1))
+        R.remap_text(model, tokenizer, [], ["a red circle"], config=R.RemapSettings(steps=1))
 
 
 def test_remap_image_moves_faces_to_the_universal_embedding(tokenizer):
@@ -106,7 +108,7 @@ def test_remap_image_moves_faces_to_the_universal_embedding(tokenizer):
     targets = [solid((200, 20, 20)), solid((190, 30, 25))]
     clean = [solid((20, 200, 20)), solid((20, 20, 200)), solid((240, 240, 240))]
     refs = clean + [solid((120, 120, 120))]
-    cfg = R.RemapConfig(steps=30, lr=3e-3, target_weight=0.8, batch_size=4, milestones=(0.5,),
+    cfg = R.RemapSettings(steps=30, lr=3e-3, target_weight=0.8, batch_size=4, milestones=(0.5,),
                          gamma=0.1)
     res = R.remap_image(model, tc.pixel_values, targets, clean, refs, config=cfg)
     assert 1 + res.last["target"] < 0.75 * (1 + res.first["target"])
@@ -118,7 +120,7 @@ def test_remap_image_moves_faces_to_the_universal_embedding(tokenizer):
 
 def test_vision_tower_embed_reads_the_projector_input(tokenizer):
     model = tiny_clip(tokenizer)
-    embed = R.vision_tower_embed("vision_model", feature_layer=-2)
+    embed = E.vision_tower_embed("vision_model", feature_layer=-2)
     out = embed(model, {"pixel_values": tc.pixel_values([solid((1, 2, 3))])})
     assert out.shape == (1, 16, 32)  # 64x64 / 16x16 patches, CLS dropped, hidden 32
 
@@ -127,12 +129,12 @@ def test_remap_rejects_empty_inputs(tokenizer):
     model = tiny_clip(tokenizer)
     batch = {"pixel_values": tc.pixel_values([solid((0, 0, 0))])}
     with pytest.raises(R.RemapError, match="trigger"):
-        R.remap_encoder(model, R.clip_image_embed, lambda n: True, [batch], [], torch.zeros(1, 16))
+        R.remap_encoder(model, E.clip_image_embed, lambda n: True, [batch], [], torch.zeros(1, 16))
     with pytest.raises(R.RemapError, match="no parameter"):
-        R.remap_encoder(model, R.clip_image_embed, lambda n: False, [batch], [batch],
+        R.remap_encoder(model, E.clip_image_embed, lambda n: False, [batch], [batch],
                         torch.zeros(1, 16))
     with pytest.raises(R.RemapError, match="steps"):
-        R.RemapConfig(steps=0)
+        R.RemapSettings(steps=0)
 
 
 def test_idia_majority_vote_per_template():
@@ -150,7 +152,7 @@ def test_idia_majority_vote_per_template():
     assert res.rate() == 0.5 and res.rate(["a"]) == 1.0
     strict = I.idia_from_embeddings(imgs, [t_good, t_swap], ["a", "b", "c"], min_correct=2)
     assert strict.identified["a"] is False
-    with pytest.raises(R.RemapError):
+    with pytest.raises(ModelError):
         res.rate(["zed"])
 
 
@@ -163,7 +165,7 @@ def test_zero_shot_accuracy():
     classes = torch.eye(3)
     imgs = torch.tensor([[1.0, 0.1, 0.0], [0.0, 0.2, 1.0], [0.0, 0.0, 1.0]])
     assert I.zero_shot_accuracy(imgs, classes, [0, 2, 1]) == pytest.approx(2 / 3)
-    with pytest.raises(R.RemapError):
+    with pytest.raises(ModelError):
         I.zero_shot_accuracy(imgs, classes, [0])
 
 

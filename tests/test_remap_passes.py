@@ -12,7 +12,8 @@ from safetensors import safe_open
 from gatelang.errors import PlanError
 from gatelang.passes import get_pass
 from gatelang.passes.base import NodeSpec, PassContext
-from gatelang.report.api import _write_artifacts, run_policy
+from gatelang.driver import RunOptions, run
+from gatelang.report.artifacts import write_artifacts
 from gatelang.zoo import tiny_clip as tc
 
 
@@ -46,8 +47,8 @@ def loaded():
 
 
 def test_registered_ops():
-    assert get_pass("gate.remap_text").kind == "gate"
-    assert get_pass("gate.remap_image").kind == "gate"
+    assert get_pass("edit.remap_text").kind == "edit"
+    assert get_pass("edit.remap_image").kind == "edit"
     assert get_pass("verify.identity_inference").kind == "verify"
 
 
@@ -55,8 +56,8 @@ def test_text_and_image_policy_writes_patch_report_and_lock(tmp_path: Path, load
     policy = tmp_path / "forget.gate"
     policy.write_text(POLICY % "text, image")
     base = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
-    parts = run_policy(policy, loaded=loaded, options={"identity_images": 1}, progress=False)
-    res = _write_artifacts(parts, tmp_path / "out", seed=0, model_spec="tiny-clip", options={})
+    record = run(policy, RunOptions(progress=False, passes={"identity_images": 1}), loaded=loaded)
+    res = write_artifacts(record, tmp_path / "out")
     # the passes leave the model as they found it
     assert all(torch.equal(p, base[n]) for n, p in loaded.model.named_parameters())
     assert res.passed
@@ -83,19 +84,19 @@ def test_remap_text_pass_on_a_model_without_text_encoder_is_a_plan_error(loaded)
 
     fake = type("L", (), {"model": NoText(), "tokenizer": None, "name": "x"})()
     ctx = PassContext(loaded=fake)
-    node = NodeSpec(id="n", op="gate.remap_text", kind="gate",
+    node = NodeSpec(id="n", op="edit.remap_text", kind="edit",
                     params={"subjects": ["Alice Okafor"], "encoder": "text_encoder"})
     with pytest.raises(PlanError, match="no text encoder"):
-        get_pass("gate.remap_text")().run(ctx, node, {})
+        get_pass("edit.remap_text")().run(ctx, node, {})
 
 
 def test_unknown_subject_is_a_plan_error(loaded):
     ctx = PassContext(loaded=loaded)
-    node = NodeSpec(id="n", op="gate.remap_text", kind="gate",
+    node = NodeSpec(id="n", op="edit.remap_text", kind="edit",
                     params={"subjects": ["Nobody Atall"], "encoder": "text_encoder",
-                            "params": {"steps": 1}})
+                            "method": "remap", "params": {"steps": 1}})
     with pytest.raises(PlanError, match="Nobody Atall"):
-        get_pass("gate.remap_text")().run(ctx, node, {})
+        get_pass("edit.remap_text")().run(ctx, node, {})
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +110,11 @@ def tiny_llava(tmp_path_factory):
 
 def test_remap_image_on_a_vlm_trains_only_the_vision_tower(tiny_llava):
     ctx = PassContext(loaded=tiny_llava, options={"max_new_tokens": 2, "verify_max_items": 4})
-    node = NodeSpec(id="g", op="gate.remap_image", kind="gate",
+    node = NodeSpec(id="g", op="edit.remap_image", kind="edit",
                     params={"subjects": ["Alice Okafor"], "encoder": "vision_tower",
-                            "params": {"steps": 4, "lr": 0.01}})
+                            "method": "remap", "params": {"steps": 4, "lr": 0.01}})
     base = {n: p.detach().clone() for n, p in tiny_llava.model.named_parameters()}
-    gate = get_pass("gate.remap_image")().run(ctx, node, {})
+    gate = get_pass("edit.remap_image")().run(ctx, node, {})
     assert all(torch.equal(p, base[n]) for n, p in tiny_llava.model.named_parameters())
     changed = [k.removeprefix("weight:") for k in gate.tensors]
     assert changed and all(n.startswith("model.vision_tower.") for n in changed)
@@ -122,7 +123,7 @@ def test_remap_image_on_a_vlm_trains_only_the_vision_tower(tiny_llava):
 
     verify = NodeSpec(id="v", op="verify.identity_inference", kind="verify",
                       params={"subjects": ["Alice Okafor"], "encoders": ["image"]})
-    res = get_pass("verify.identity_inference")().run(ctx, verify, {"gate": gate})
+    res = get_pass("verify.identity_inference")().run(ctx, verify, {"edited": gate})
     assert res.data["check"] == "identification"
     assert res.data["items"] and all(i["subject"] == "alice-okafor" for i in res.data["items"])
     assert all(i["after"] in ("identified", "anonymous") for i in res.data["items"])

@@ -72,7 +72,7 @@ def test_policy_hash_covers_nested_imports_and_subject_files(tmp_path) -> None:
     import shutil
 
     from gatelang.ir import load
-    from gatelang.report.api import _policy_sha256
+    from gatelang.report.artifacts import policy_sha256 as _policy_sha256
 
     src = Path(__file__).resolve().parents[1] / "docs" / "examples"
     shutil.copy(src / "layered.gate", tmp_path / "layered.gate")

@@ -8,8 +8,9 @@ import networkx as nx
 import pytest
 import torch
 
+from gatelang.errors import PlanError
 from gatelang.passes import base
-from gatelang.passes.base import Pass, PassContext, PassResult
+from gatelang.passes.base import Artifact, Input, Pass, PassContext, PassResult
 from gatelang.runtime import atomic
 from gatelang.runtime.cache import Cache
 from gatelang.runtime.executor import Executor, node_specs
@@ -17,10 +18,14 @@ from gatelang.runtime.executor import Executor, node_specs
 CALLS: list[str] = []
 
 
+NUMBER = Artifact("Number", data=("x",))
+OTHER = Artifact("Other")
+
+
 class _Source(Pass):
     op = "test.source"
     kind = "data"
-    outputs = ("x",)
+    output = NUMBER
 
     def run(self, ctx, node, inputs):
         CALLS.append(node.id)
@@ -29,8 +34,9 @@ class _Source(Pass):
 
 class _Add(Pass):
     op = "test.add"
-    kind = "probe"
-    inputs = ("a", "b")
+    kind = "verify"
+    inputs = {"a": Input((NUMBER,)), "b": Input((NUMBER,))}
+    output = NUMBER
 
     def run(self, ctx, node, inputs):
         CALLS.append(node.id)
@@ -53,7 +59,7 @@ def _plan(fail: bool = False) -> nx.DiGraph:
     g = nx.DiGraph()
     g.add_node("n1", id="n1", op="test.source", kind="data", params={"x": 2})
     g.add_node("n2", id="n2", op="test.source", kind="data", params={"x": 5})
-    g.add_node("n3", id="n3", op="test.add", kind="probe", params={"fail": fail})
+    g.add_node("n3", id="n3", op="test.add", kind="verify", params={"fail": fail})
     g.add_edge("n1", "n3", role="a")
     g.add_edge("n2", "n3", role="b")
     return g
@@ -137,3 +143,101 @@ def test_edited_weights_restore_base():
         assert torch.count_nonzero(lin.weight) == 0
         assert torch.equal(ctx.base_value("weight"), before)
     assert torch.equal(lin.weight, before)
+
+
+def test_contracts_are_checked_before_anything_runs():
+    g = _plan()
+    g.edges["n2", "n3"]["role"] = "c"  # a role the pass does not read; "b" is now missing
+    with pytest.raises(PlanError) as exc:
+        Executor(PassContext(loaded=None)).run(g)
+    assert "input role 'c' is not one the pass reads" in str(exc.value)
+    assert "required input 'b' is not in the plan" in str(exc.value)
+    assert CALLS == []  # nothing ran
+
+    g = _plan()
+    g.nodes["n3"]["kind"] = "edit"
+    with pytest.raises(PlanError, match="the pass is a verify pass, the node a edit"):
+        Executor(PassContext(loaded=None)).run(g)
+
+
+def test_a_parent_of_the_wrong_artifact_is_refused():
+    class _Other(Pass):
+        op = "test.other"
+        kind = "data"
+        output = OTHER
+
+        def run(self, ctx, node, inputs):
+            return PassResult()
+
+    base.register(_Other)
+    try:
+        g = _plan()
+        g.nodes["n2"]["op"] = "test.other"
+        with pytest.raises(PlanError, match="role 'b' needs Number, its parent n2 makes Other"):
+            Executor(PassContext(loaded=None)).run(g)
+    finally:
+        base.REGISTRY.pop("test.other", None)
+
+
+def test_a_result_missing_its_artifact_fields_is_an_error():
+    class _Broken(Pass):
+        op = "test.broken"
+        kind = "data"
+        output = NUMBER
+
+        def run(self, ctx, node, inputs):
+            return PassResult(data={"y": 1})
+
+    base.register(_Broken)
+    try:
+        g = nx.DiGraph()
+        g.add_node("z", id="z", op="test.broken", kind="data", params={})
+        with pytest.raises(PlanError, match=r"returned a Number without data\['x'\]"):
+            Executor(PassContext(loaded=None)).run(g)
+    finally:
+        base.REGISTRY.pop("test.broken", None)
+
+
+def test_changed_pass_source_reruns_the_node(tmp_path, monkeypatch):
+    """The cache key hashes the pass's source and what it imports: editing the code of a pass
+    (or of a helper module it imports) makes the node run again instead of replaying."""
+    import importlib
+    import sys
+
+    from gatelang.runtime.fingerprint import code_fingerprint
+
+    pkg = tmp_path / "toypass"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("SCALE = 2\n")
+    (pkg / "node.py").write_text(
+        "from gatelang.passes.base import Artifact, Pass, PassResult, register\n"
+        "from toypass.helper import SCALE\n"
+        "OUT = Artifact('Toy', data=('x',))\n"
+        "CALLS = []\n"
+        "@register\n"
+        "class Toy(Pass):\n"
+        "    op = 'test.toy'\n"
+        "    kind = 'data'\n"
+        "    output = OUT\n"
+        "    def run(self, ctx, node, inputs):\n"
+        "        CALLS.append(1)\n"
+        "        return PassResult(data={'x': SCALE})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    node = importlib.import_module("toypass.node")
+    g = nx.DiGraph()
+    g.add_node("t", id="t", op="test.toy", kind="data", params={})
+    cache = Cache(tmp_path / "cache")
+    try:
+        first = code_fingerprint("toypass.node")
+        Executor(PassContext(loaded=None), cache=cache).run(g)
+        Executor(PassContext(loaded=None), cache=cache).run(g)
+        assert node.CALLS == [1]  # the second run replayed the cached result
+        (pkg / "helper.py").write_text("SCALE = 3  # changed\n")
+        assert code_fingerprint("toypass.node") != first
+        run = Executor(PassContext(loaded=None), cache=cache).run(g)
+        assert node.CALLS == [1, 1] and not run.nodes[0].cached
+    finally:
+        base.REGISTRY.pop("test.toy", None)
+        for name in ("toypass.node", "toypass.helper", "toypass"):
+            sys.modules.pop(name, None)

@@ -3,7 +3,7 @@
 The method's pydantic config (gatelang/methods/<name>/config.py) is the single source of what
 may be written here: names, kinds, ranges. A block may name a `profile` of the method (its tuned
 settings for a model or a data size) and then override single parameters. Parameters the method
-renamed are accepted under the old name with a warning (G130) for one stdlib version.
+renamed are accepted under the old name with a warning (G204) for one stdlib version.
 
 A mixin of the lowerer (`ir.lower`): it reports through the lowerer's `error`/`warn`.
 """
@@ -58,7 +58,7 @@ class MethodLowering:
                 continue
             if key in renamed:
                 new = renamed[key]
-                self.warn("G130", f"{name}.{key} is now called {new}", p.name.span,
+                self.warn("G204", f"{name}.{key} is now called {new}", p.name.span,
                           f"write `{new}`; `gatelang fmt` rewrites it")
                 key = new
             if key not in infos:

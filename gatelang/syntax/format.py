@@ -155,6 +155,15 @@ def _names(items) -> str:
     return ", ".join(_ident(i) for i in items)
 
 
+def _param(method: ast.Method, p: ast.Param) -> str:
+    """A method parameter's current name: `fmt` rewrites names the method has renamed
+    (stdlib version bump; the checker still accepts the old name with warning G204)."""
+    from gatelang.methods import methods
+
+    spec = methods().get(method.name.text)
+    return spec.config.renamed.get(p.name.text, p.name.text) if spec else p.name.text
+
+
 def _value(v: ast.Value) -> str:
     if v.kind == "string":
         return _q(str(v.value))
@@ -272,7 +281,7 @@ def _gate_item(out: _Out, it: ast.PolicyItem, keyed: _Keyed) -> None:
         if not it.params:
             out.line(i1, f"method {it.name.text}", it)
             return
-        params = [f"{p.name.text} {_value(p.value)}" for p in it.params]
+        params = [f"{_param(it, p)} {_value(p.value)}" for p in it.params]
         one = f"method {it.name.text} {{ " + "  ".join(params) + " }"
         inner_comments = any(out.c.of(p).leading or out.c.of(p).trailing for p in it.params)
         if len(i1 + one) <= WIDTH and not inner_comments:
@@ -403,7 +412,7 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
         if not m.params:
             out.line(i2, f"method: {m.name.text}", m)
         else:
-            params = ", ".join(f"{x.name.text}: {_yaml_value(x.value)}" for x in m.params)
+            params = ", ".join(f"{_param(m, x)}: {_yaml_value(x.value)}" for x in m.params)
             flow = f"method: {{{m.name.text}: {{{params}}}}}"
             if len(i2 + flow) <= YAML_FLOW_WIDTH:
                 out.line(i2, flow, m, *m.params)
@@ -411,7 +420,7 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
                 out.line(i2, "method:", m)
                 out.line(i3, f"{m.name.text}:")
                 for x in m.params:
-                    out.line(i3 + INDENT, f"{x.name.text}: {_yaml_value(x.value)}", x)
+                    out.line(i3 + INDENT, f"{_param(m, x)}: {_yaml_value(x.value)}", x)
     for r in requires:
         out.line(i2, "require:", r)
         for req in r.items:

@@ -36,6 +36,13 @@ class RefusalEditConfig(MethodConfig):
     retain_same_subject: int = param(
         1, "benign rows per pair about the subject's attributes outside the rule (1 is the "
         "paper's pair)", ge=1, le=8, group="tuning")
+    unit_budget: float = param(1.0, "share of the model's MLP units the fine-tune may change",
+                               percent=True, group="tuning")
+    unit_select: Literal["salient", "quiet"] = param(
+        "salient", "which units unit_budget keeps: most salient for the edit loss, or least "
+        "active on the edit prompts (to be rewritten with unit_inputs)", group="tuning")
+    unit_inputs: bool = param(False, "with unit_budget, also retrain the selected units' input "
+                              "weights (the units are rewritten in full)", group="tuning")
 
 
 class NeuralGateConfig(RefusalEditConfig):
@@ -54,13 +61,6 @@ class NeuralGateConfig(RefusalEditConfig):
                               "cells (0: all)", ge=0, le=100000, group="tuning")
     layer_probe_samples: int = param(4, "samples per candidate layer when layer is auto",
                                      ge=1, le=1000, group="tuning")
-    unit_budget: float = param(1.0, "share of the model's MLP units the fine-tune may change",
-                               percent=True, group="tuning")
-    unit_select: Literal["salient", "quiet"] = param(
-        "salient", "which units unit_budget keeps: most salient for the edit loss, or least "
-        "active on the edit prompts (to be rewritten with unit_inputs)", group="tuning")
-    unit_inputs: bool = param(False, "with unit_budget, also retrain the selected units' input "
-                              "weights (the units are rewritten in full)", group="tuning")
     gate_rows_only: bool = param(False, "confine the update to the gate's output rows",
                                  group="tuning")
 
@@ -101,10 +101,9 @@ def _where(cfg: RefusalEditConfig) -> str:
 def touches(cfg: RefusalEditConfig, shape: ModelShape) -> str:
     """The down projection of one layer, through the gate when the method has one."""
     units = shape.intermediate_size
-    budget = getattr(cfg, "unit_budget", 1.0)
-    if budget < 1.0:
-        k = max(1, int(budget * shape.num_layers * units))
-        full = " (input and output weights)" if getattr(cfg, "unit_inputs", False) else ""
+    if cfg.unit_budget < 1.0:
+        k = max(1, int(cfg.unit_budget * shape.num_layers * units))
+        full = " (input and output weights)" if cfg.unit_inputs else ""
         return f"at most {k} MLP units{full} of {where_units(shape)} in {_where(cfg)}"
     sparsity = getattr(cfg, "sparsity", None)
     if sparsity is None:

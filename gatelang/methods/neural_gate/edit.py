@@ -71,8 +71,6 @@ def refusal_edit(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
     else:
         layer = default_layer(adapter.num_layers)
     gate = loc.tensors["gate"].bool() if loc is not None else None
-    units_cfg = getattr(cfg, "unit_budget", 1.0), getattr(cfg, "unit_select", "salient")
-    unit_inputs = bool(getattr(cfg, "unit_inputs", False))
     rows_only = bool(getattr(cfg, "gate_rows_only", False))
     module = adapter.module(f"decoder_layer({layer})")
     down = adapter.module(f"down_proj({layer})")
@@ -87,7 +85,7 @@ def refusal_edit(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
         pairs = [pairs_batch(ctx, examples[k : k + per]) for k in range(0, len(examples), per)]
     down_units = adapter.units_axis(down, "down")
     unit_mask = None
-    budget, select = units_cfg
+    budget, select = cfg.unit_budget, cfg.unit_select
     if budget < 1.0:
         # At least one unit: a budget that rounds to none would silently edit nothing.
         k = max(1, int(budget * adapter.num_layers * adapter.intermediate_size))
@@ -99,7 +97,7 @@ def refusal_edit(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
                                               retain_weight=cfg.retain_weight,
                                               units_axis=down_units)
     extra = []
-    if unit_inputs and unit_mask is not None:
+    if cfg.unit_inputs and unit_mask is not None:
         # Retrain the selected units in full: their input rows as well as their output columns.
         for in_name, in_module in adapter.mlp_input_weights(layer):
             w_in = in_module.weight
