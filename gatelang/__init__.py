@@ -44,6 +44,7 @@ _API: dict[str, str] = {
     "RunOptions": "gatelang.driver:RunOptions",
     "RunRecord": "gatelang.driver:RunRecord",
     "write_artifacts": "gatelang.report.artifacts:write_artifacts",  # RunRecord -> files
+    "identity_check": "gatelang.driver:identity_check",  # (RunRecord, subjects) -> metrics
     # methods ----------------------------------------------------------------------------------
     "methods": "gatelang.methods:methods",  # name -> MethodSpec of every registered method
     "register_method": "gatelang.methods:register_method",
@@ -71,7 +72,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from gatelang.driver import RunOptions, RunRecord, apply, load_patch, run, verify_lock  # noqa: F401
+    from gatelang.driver import (  # noqa: F401
+        RunOptions,
+        RunRecord,
+        apply,
+        identity_check,
+        load_patch,
+        run,
+        verify_lock,
+    )
     from gatelang.errors import DiagnosticError, GatelangError, PlanError  # noqa: F401
     from gatelang.ir import CheckResult, PolicyFile, check, check_text, load, loads  # noqa: F401
     from gatelang.ir.diff import diff  # noqa: F401

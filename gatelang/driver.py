@@ -157,6 +157,21 @@ def _fingerprint(loaded: Any, opts: RunOptions) -> str:
         .encode()).hexdigest()
 
 
+def identity_check(record: RunRecord, subjects: list[str]) -> dict[str, Any]:
+    """On a VLM: do face-image queries about `subjects` still reveal them after the run's edit?
+
+    The check `verify.identity_inference` runs for anonymize policies, applied to any run (a
+    refusal edit, say), so two methods can be compared on the same queries. Returns the pass's
+    data: per-item records and metric records (groups ``target`` and ``other``).
+    """
+    from gatelang.passes.base import NodeSpec
+    from gatelang.passes.identity import vlm_identity_check
+
+    node = NodeSpec(id="identity-check", op="verify.identity_inference", kind="verify",
+                    params={"subjects": list(subjects)})
+    return vlm_identity_check(record.ctx, node, record.weights).data
+
+
 @dataclass
 class ApplyResult:
     passed: bool
@@ -294,5 +309,5 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
     return VerifyResult(passed, drift, record.requirements, notes)
 
 
-__all__ = ["ApplyResult", "RunOptions", "RunRecord", "VerifyResult", "apply", "load_patch",
-           "run", "verify_lock"]
+__all__ = ["ApplyResult", "RunOptions", "RunRecord", "VerifyResult", "apply", "identity_check",
+           "load_patch", "run", "verify_lock"]

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
+from gatelang.driver import apply, load_patch, verify_lock
 from gatelang.errors import EXIT_REQUIREMENT, DiagnosticError
 from gatelang.models import load_model
 from gatelang.models.tiny import build_tiny_checkpoint
-from gatelang.driver import apply, load_patch, verify_lock
 from gatelang.report.patch import PatchError
 
 POLICY = """gatelang 1

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from gatelang.driver import RunOptions, run
 from gatelang.errors import PlanError
 from gatelang.passes import get_pass
 from gatelang.passes.base import NodeSpec, PassContext
-from gatelang.driver import RunOptions, run
 from gatelang.report.artifacts import write_artifacts
 from gatelang.zoo import tiny_clip as tc
 

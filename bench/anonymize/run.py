@@ -60,11 +60,12 @@ def _ratio(m: dict[str, Any] | None) -> float | None:
 
 
 def run_one(policy: Path, loaded: Any, out: Path, options: dict[str, Any]) -> dict[str, Any]:
-    from gatelang.report.api import _write_artifacts, run_policy
+    import gatelang
 
     start = time.perf_counter()
-    parts = run_policy(policy, loaded=loaded, options=options, progress=False, cache_dir=None)
-    res = _write_artifacts(parts, out, seed=0, model_spec=loaded.name, options=options)
+    opts = gatelang.RunOptions(progress=False, passes=options)
+    parts = gatelang.run(policy, opts, loaded=loaded)
+    res = gatelang.write_artifacts(parts, out)
     seconds = time.perf_counter() - start
     patch = res.patch_path.stat().st_size
     (out / res.patch_path.name).unlink()  # the patch is reproducible from the lock; not committed
@@ -122,15 +123,11 @@ def bench_llava(out: Path, options: dict[str, Any], spec: str = "tiny-llava",
             t, o = _metric(rep, "target", "leak_rate"), _metric(rep, "other", "accuracy")
         else:
             # the same face-image queries as the remap's check, scored on the refusal edit
-            from gatelang.passes.base import NodeSpec
-            from gatelang.passes.identity import vlm_identity_check
-            from gatelang.report.api import _final_weights
+            import gatelang
 
-            node = NodeSpec(id="compare", op="verify.identity_inference", kind="verify",
-                            params={"subjects": TARGETS})
-            check = vlm_identity_check(parts["ctx"], node, _final_weights(parts["run"]))
-            t = next(m for m in check.data["metrics"] if m["group"] == "target")
-            o = next(m for m in check.data["metrics"] if m["group"] == "other")
+            check = gatelang.identity_check(parts, list(TARGETS))
+            t = next(m for m in check["metrics"] if m["group"] == "target")
+            o = next(m for m in check["metrics"] if m["group"] == "other")
         r.update({
             "target_image_leak": None if t is None else {"before": t["before"], "after": t["after"]},
             "other_image_accuracy": None if o is None else {"before": o["before"], "after": o["after"],
