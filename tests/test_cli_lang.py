@@ -62,7 +62,7 @@ def test_strict_turns_warnings_into_failure(tmp_path, capsys) -> None:
 def test_plan_formats(fmt, capsys) -> None:
     code, out, err = run(capsys, "plan", str(REF), "--format", fmt)
     assert code == 0, err
-    marker = {"text": "edit.neural_gate", "json": '"schema_version": 1',
+    marker = {"text": "edit.neural_gate", "json": '"schema_version": 2',
               "dot": "digraph plan", "mermaid": "flowchart LR"}[fmt]
     assert marker in out
 

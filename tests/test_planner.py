@@ -59,7 +59,7 @@ def test_plan_round_trips_through_json_and_detects_edits() -> None:
     again = Plan.from_json(text)
     assert again.to_json() == text
     data = json.loads(text)
-    assert data["schema_version"] == 1 and data["stdlib_version"]
+    assert data["schema_version"] == 2 and data["stdlib_version"]
     data["nodes"][0]["params"]["languages"] = ["xx"]
     with pytest.raises(DiagnosticError) as exc:
         Plan.from_dict(data)

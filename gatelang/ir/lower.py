@@ -8,7 +8,6 @@ checks that depend on it are skipped, which keeps one mistake from cascading int
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from gatelang.ir import model as ir
 from gatelang.ir.hints import hint as _hint
 from gatelang.ir.method_params import MethodLowering
 from gatelang.ir.requirements import RequirementLowering
+from gatelang.ir.result import CheckResult
 from gatelang.ir.subjects import SubjectFileError, read_subject_file
 from gatelang.stdlib import Stdlib, load_stdlib
 from gatelang.syntax import ast
@@ -24,33 +24,6 @@ from gatelang.syntax.source import parse_source, read_source
 
 SUPPORTED_VERSIONS = (1,)
 ALL = "all"
-
-
-@dataclass
-class CheckResult:
-    """What `check` found: the IR when there is no error, and every diagnostic."""
-
-    ir: ir.PolicyFile | None
-    diagnostics: list[Diagnostic]
-    sources: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def render(self) -> str:
-        return "\n".join(
-            d.render(self.sources.get(d.span.file) if d.span else None)
-            for d in self.diagnostics
-        )
 
 
 _ROOT_HINT = ("policies may only read files inside the checked policy's folder "
@@ -176,14 +149,22 @@ class _Lowerer(MethodLowering, RequirementLowering):
                     sets[s.name] = s
         return uses, attrs, langs, sets
 
-    def _import(self, src: ast.SourceFile, item: ast.Use):
-        rel = item.target.text
+    def _locate(self, src: ast.SourceFile, rel: str, span: Span, what: str
+                ) -> tuple[str, Path | None]:
+        """A path written in `src`, relative to its file; None (and G120) outside the root."""
         shown = self._shown(src.path, rel)
         base = Path(src.path).parent if src.path != "<string>" else Path(".")
         target = base / rel
         if not self._inside(target):
-            self.error("G120", f"{rel!r} is outside the policy's root folder",
-                       item.target.span, _ROOT_HINT)
+            self.error("G120", f"{what}{rel!r} is outside the policy's root folder", span,
+                       _ROOT_HINT)
+            return shown, None
+        return shown, target
+
+    def _import(self, src: ast.SourceFile, item: ast.Use):
+        rel = item.target.text
+        shown, target = self._locate(src, rel, item.target.span, "")
+        if target is None:
             return None
         real = target.resolve()
         if real in self.stack:
@@ -226,12 +207,8 @@ class _Lowerer(MethodLowering, RequirementLowering):
         else:
             assert item.file is not None
             rel = item.file.text
-            shown = self._shown(src.path, rel)
-            base = Path(src.path).parent if src.path != "<string>" else Path(".")
-            target = base / rel
-            if not self._inside(target):
-                self.error("G120", f"subject file {rel!r} is outside the policy's root folder",
-                           item.file.span, _ROOT_HINT)
+            shown, target = self._locate(src, rel, item.file.span, "subject file ")
+            if target is None:
                 return None
             column = item.column.text if item.column else None
             try:

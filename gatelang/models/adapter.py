@@ -8,6 +8,8 @@ passed and how image placeholders expand, so the subject's token index is right.
 
 A family is a subclass that fills in a handful of class attributes (module paths, default
 template) and, for multimodal families, the image collation. See `gatelang/models/families/`.
+
+One cohesive thing (the base adapter every family shares), hence a little over 500 lines.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A spec is an alias (see `ALIASES`), a local folder in the HF layout, a `.gguf` file, or a hub
 id that must already be in the local HF cache: gatelang never reaches a model hub, because
 policies are enforced where weights are controlled and runs must be reproducible offline.
+
+One cohesive thing (spec resolution and the checks on what is loaded), a little over 500 lines.
 """
 
 from __future__ import annotations

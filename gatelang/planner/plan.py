@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from gatelang.errors import Diagnostic, DiagnosticError, Span
 from gatelang.planner.capabilities import ModelCapabilities
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ID_LENGTH = 16  # hex digits of the sha256 content hash shown as a node id
 
 Kind = Literal["data", "localize", "edit", "verify", "report"]

@@ -1,6 +1,6 @@
 """tiny-clip: a real `transformers.CLIPModel` trained on the built-in world, shipped with gatelang.
 
-Anonymize rules (`gate.remap_text`, `gate.remap_image`, `verify.identity_inference`) need a
+Anonymize rules (`edit.remap_text`, `edit.remap_image`, `verify.identity_inference`) need a
 CLIP-style model that demonstrably links each subject's face to their name, so that forgetting
 can be measured. No CLIP weights can be downloaded here, so gatelang trains its own: a tiny
 text tower and ViT (64x64 images, 16x16 patches, as the world renders them) on the world's face

@@ -4,7 +4,7 @@ Privacy neurons are MLP intermediate units whose integrated-gradients attributio
 value's probability is high. Attribution runs per language on the edit queries with the true
 value as the teacher-forced answer; units high in every language of the rule are
 privacy-universal, units high in exactly one are language-specific (Dong et al.); both sets are
-recorded, and their union is what `gate.deactivate` zeroes. The plain DEPN method (`deactivate`)
+recorded, and their union is what `edit.deactivate` zeroes. The plain DEPN method (`deactivate`)
 votes across all languages at once.
 """
 

@@ -110,6 +110,24 @@ def build_gate(
     return gate, share
 
 
+def gated_loss(model: nn.Module, layer: nn.Module, pair: TokenBatch, gate: torch.Tensor | None,
+               retain_weight: float) -> torch.Tensor:
+    """The edit objective on one batch, with the subject token's gradient through the gate.
+
+    h[b, s_b] = where(gate, h, h.detach()) at the layer's output: the value is unchanged, but
+    only gated dims pass gradient back from the subject token (every other token keeps its full
+    gradient). `gate` None is the ungated fine-tune.
+    """
+    if gate is None:
+        logits = forward_logits(model, pair)
+    else:
+        g = gate.to(next(layer.parameters()).device)
+        with edit_subject_states(layer, pair.subject_index,
+                                 lambda h, g=g: torch.where(g, h, h.detach())):
+            logits = forward_logits(model, pair)
+    return objective(per_row_nll(logits, pair.labels), pair.benign, retain_weight)
+
+
 def gated_finetune(
     model: nn.Module,
     layer: nn.Module,
@@ -168,15 +186,7 @@ def gated_finetune(
                 last = float("nan")
                 for _step in range(steps):
                     opt.zero_grad(set_to_none=True)
-                    if gate is None:
-                        logits = forward_logits(model, pair)
-                    else:
-                        g = gate.to(weight.device)
-                        with edit_subject_states(
-                            layer, pair.subject_index, lambda h, g=g: torch.where(g, h, h.detach())
-                        ):
-                            logits = forward_logits(model, pair)
-                    loss = objective(per_row_nll(logits, pair.labels), pair.benign, retain_weight)
+                    loss = gated_loss(model, layer, pair, gate, retain_weight)
                     last = float(loss.detach())
                     if last < early_stop:
                         break
@@ -220,15 +230,7 @@ def select_units(
         for pair in pairs:
             if weight.grad is not None:
                 weight.grad = None
-            if gate is None:
-                logits = forward_logits(model, pair)
-            else:
-                g = gate.to(weight.device)
-                with edit_subject_states(
-                    layer, pair.subject_index, lambda h, g=g: torch.where(g, h, h.detach())
-                ):
-                    logits = forward_logits(model, pair)
-            loss = objective(per_row_nll(logits, pair.labels), pair.benign, retain_weight)
+            loss = gated_loss(model, layer, pair, gate, retain_weight)
             (grad,) = torch.autograd.grad(loss, weight)
             total += grad.detach()
     finally:
