@@ -165,7 +165,7 @@ def identity_check(record: RunRecord, subjects: list[str]) -> dict[str, Any]:
     data: per-item records and metric records (groups ``target`` and ``other``).
     """
     from gatelang.passes.base import NodeSpec
-    from gatelang.passes.identity import vlm_identity_check
+    from gatelang.passes.verify.identity import vlm_identity_check
 
     node = NodeSpec(id="identity-check", op="verify.identity_inference", kind="verify",
                     params={"subjects": list(subjects)})

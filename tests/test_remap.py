@@ -9,7 +9,7 @@ from PIL import Image
 from gatelang.errors import ModelError
 from gatelang.methods.remap import training as R
 from gatelang.models import encoders as E
-from gatelang.passes import identity as I
+from gatelang.passes.verify import identity as I
 from gatelang.zoo import tiny_clip as tc
 
 

@@ -7,7 +7,7 @@ registers the shared passes.
 
 from __future__ import annotations
 
-from gatelang.passes import data, identity, requirements, verify  # noqa: F401 - registration
+from gatelang.passes import data, requirements, verify  # noqa: F401 - registration
 from gatelang.passes.base import (
     REGISTRY,
     Artifact,

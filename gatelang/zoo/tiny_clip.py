@@ -38,7 +38,7 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Caption templates for faces. A real CLIP has seen people named in many phrasings; these cover
-# the phrasings identity inference uses (gatelang.passes.identity.IDIA_TEMPLATES) and more.
+# the phrasings identity inference uses (gatelang.passes.verify.identity.IDIA_TEMPLATES) and more.
 FACE_CAPTIONS: tuple[str, ...] = (
     "a photo of {}", "a photo of {}.", "{}", "a picture of {}", "a portrait of {}",
     "{} in a photo", "{} in a photo.", "this is {}", "an image of {}", "an image showing {}",

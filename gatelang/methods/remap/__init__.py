@@ -13,7 +13,7 @@ SPEC = register_method(MethodSpec(
         "embedding."),
     config=RemapConfig,
     edit={"text": "edit.remap_text", "image": "edit.remap_image"},
-    passes=("gatelang.methods.remap.passes",),
+    passes=("gatelang.methods.remap.text", "gatelang.methods.remap.image"),
     edit_cost=edit_cost,
     touches=touches,
     paper="Hintersdorf et al. (backdoor-based unlearning for CLIP)",

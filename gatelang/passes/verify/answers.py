@@ -1,4 +1,7 @@
-"""Verification passes: generate on data the edit never saw, before and after, and score.
+"""What the generation checks share: answer data the edit never saw, before and after, and score.
+
+`verify.refusal`, `verify.locality` and `verify.utility` (one module each) are this class with
+their `check`.
 
 Items, answers and judgments are measurement's (`gatelang.measure`): every item is an
 `EvalItem` judged *leak* / *refuse* / *other* by `measure.judge`, exactly as `audit` judges it.
@@ -31,7 +34,6 @@ from gatelang.passes.base import (
     Pass,
     PassContext,
     PassResult,
-    register,
     weights_of,
 )
 from gatelang.passes.data import find_data, queries_of
@@ -69,7 +71,7 @@ def _queries(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult], *r
     return spread(queries, int(limit) if limit else None)
 
 
-class _Verify(Pass):
+class AnswerCheck(Pass):
     kind = "verify"
     inputs = {"edited": Input((WEIGHT_EDIT,)), "queries": Input((QUERY_SET,), many=True)}
     output = METRICS
@@ -88,21 +90,3 @@ class _Verify(Pass):
         for m in metrics:
             m["check"] = self.check
         return PassResult(data={"check": self.check, "items": rows, "metrics": metrics})
-
-
-@register
-class VerifyRefusal(_Verify):
-    op = "verify.refusal"
-    check = "refusal"
-
-
-@register
-class VerifyLocality(_Verify):
-    op = "verify.locality"
-    check = "locality"
-
-
-@register
-class VerifyUtility(_Verify):
-    op = "verify.utility"
-    check = "utility"
