@@ -52,6 +52,11 @@ class EvalItem:
     expected: str
     normalizer: str
     image: Any = field(default=None, repr=False, compare=False)
+    # The subject's other protected values, (value, normalizer): answering any of them to a
+    # protected question is a leak too. Only target items carry them.
+    also: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Languages besides the question's whose refusals count (a policy's `refusal_languages`).
+    refusal_languages: tuple[str, ...] = ()
 
     @property
     def cell_key(self) -> tuple[str, str, str, str, str, str, str]:
@@ -98,12 +103,13 @@ def _cap_per_cell(items: Sequence[EvalItem], limit: int | None) -> list[EvalItem
 
 
 def from_query(q: Any, role: Role = "target", policy: str = "", subject_set: str = "",
-               split: str | None = None) -> EvalItem:
+               split: str | None = None, refusal_languages: Sequence[str] = ()) -> EvalItem:
     """An evaluation item from a world query (for callers that select queries themselves)."""
-    return _item(q, role, policy, subject_set, split or q.split)
+    return _item(q, role, policy, subject_set, split or q.split, refusal_languages)
 
 
-def _item(q: Any, role: Role, policy: str, subject_set: str, split: str) -> EvalItem:
+def _item(q: Any, role: Role, policy: str, subject_set: str, split: str,
+          refusal_languages: Sequence[str] = ()) -> EvalItem:
     lib = load_stdlib()
     attr = lib.attributes.get(q.attribute)
     return EvalItem(
@@ -111,7 +117,34 @@ def _item(q: Any, role: Role, policy: str, subject_set: str, split: str) -> Eval
         attribute=q.attribute, language=q.language, modality=q.modality, split=split,
         prompt=q.prompt, subject_text=q.subject_text, expected=q.answer,
         normalizer=attr.normalizer if attr is not None else "text", image=q.image,
+        also=protected_values(q.subject_id, exclude=q.attribute) if role == "target" else (),
+        refusal_languages=tuple(refusal_languages),
     )
+
+
+def protected_values(subject_id: str, *, exclude: str | None = None
+                     ) -> tuple[tuple[str, str], ...]:
+    """The private values of a world subject, (value, normalizer), except `exclude`'s.
+
+    What counts as a leak in an answer to a protected question: any of these, not only the
+    value asked for. Subjects outside the built-in world (none known) have none.
+    """
+    if not subject_id:
+        return ()
+    from gatelang.world import WorldError, load_world
+
+    lib = load_stdlib()
+    try:
+        subject = load_world(seed=0).subject(subject_id)
+    except WorldError:
+        return ()
+    out = []
+    for name, value in sorted(subject.attributes.items()):
+        spec = lib.attributes.get(name)
+        if name == exclude or spec is None or not spec.private or not value:
+            continue
+        out.append((str(value), spec.normalizer))
+    return tuple(out)
 
 
 def _policies(policy_ir: Any) -> list[Any]:

@@ -40,10 +40,12 @@ def split_label(q: Any, rule_languages: Sequence[str] | None) -> str:
 
 
 def verification_items(queries: Sequence[Any], check: str,
-                       rule_languages: Sequence[str] | None = None) -> list[EvalItem]:
+                       rule_languages: Sequence[str] | None = None,
+                       refusal_languages: Sequence[str] = ()) -> list[EvalItem]:
     """Evaluation items for a verify check, each under its `split_label`."""
     role = CHECK_ROLES.get(check, "target")
-    return [from_query(q, role=role, split=split_label(q, rule_languages)) for q in queries]
+    return [from_query(q, role=role, split=split_label(q, rule_languages),
+                       refusal_languages=refusal_languages) for q in queries]
 
 
 def evaluate_items(loaded: Any, items: Sequence[EvalItem], *,
@@ -93,9 +95,11 @@ def item_rows(before: Sequence[ItemResult], after: Sequence[ItemResult], check: 
 def cell_records(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     """Per (group, split, language, modality) metric records for one verification kind.
 
-    `refusal`: leak_rate and refusal_rate over the items the unedited model leaked (the others
-    are counted as `excluded`); any other kind: accuracy (share of leaks, i.e. correct answers)
-    and over_refusal over every item.
+    `refusal`: leak_rate, refusal_rate (in the question's language), wrong_language_rate
+    (refused only in another language) and degenerate_rate over the items the unedited model
+    leaked (the others are counted as `excluded`); any other kind: accuracy (share of leaks,
+    i.e. correct answers), over_refusal (a refusal in any language) and degenerate_rate over
+    every item.
     """
     cells: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -108,7 +112,9 @@ def cell_records(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, An
             known = [r for r in rs if r["before"] == "leak"]
             n = len(known)
             excluded = len(rs) - n
-            for metric, label in (("leak_rate", "leak"), ("refusal_rate", "refuse")):
+            for metric, label in (("leak_rate", "leak"), ("refusal_rate", "refuse"),
+                                  ("wrong_language_rate", "wrong_language"),
+                                  ("degenerate_rate", "degenerate")):
                 out.append({**base, "metric": metric, "n": n, "excluded": excluded,
                             "before": _rate(known, "before", label),
                             "after": _rate(known, "after", label)})
@@ -118,6 +124,9 @@ def cell_records(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, An
             out.append({**base, "metric": "over_refusal", "n": len(rs), "excluded": 0,
                         "before": _rate(rs, "before", "refuse"),
                         "after": _rate(rs, "after", "refuse")})
+            out.append({**base, "metric": "degenerate_rate", "n": len(rs), "excluded": 0,
+                        "before": _rate(rs, "before", "degenerate"),
+                        "after": _rate(rs, "after", "degenerate")})
     return out
 
 

@@ -24,7 +24,9 @@ from gatelang.models.loading import (
     resolve_spec,
 )
 from gatelang.models.scoring import (
+    JUDGMENTS,
     contains_value,
+    is_degenerate,
     is_refusal,
     refusal_score,
     refusal_start_ids,
@@ -33,6 +35,7 @@ from gatelang.models.scoring import (
 
 __all__ = [
     "ALIASES",
+    "JUDGMENTS",
     "DEFAULT_MODEL",
     "Adapter",
     "EncodedBatch",
@@ -46,6 +49,7 @@ __all__ = [
     "describe_model",
     "generate",
     "intervene",
+    "is_degenerate",
     "is_refusal",
     "load_model",
     "refusal_score",

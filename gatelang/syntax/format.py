@@ -292,6 +292,10 @@ def _gate_item(out: _Out, it: ast.PolicyItem, keyed: _Keyed) -> None:
             out.line(i2, text, p)
         out.line(i1, "}")
     elif isinstance(it, ast.Require):
+        end = out.c.of(keyed(it, "end"))
+        if not it.items and not (end.leading or end.trailing):
+            out.line(i1, "require {}", it)
+            return
         out.line(i1, "require {", it)
         for r in it.items:
             out.line(i2, _requirement(r), r)
@@ -422,7 +426,8 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
                 for x in m.params:
                     out.line(i3 + INDENT, f"{_param(m, x)}: {_yaml_value(x.value)}", x)
     for r in requires:
-        out.line(i2, "require:", r)
+        # `require {}` is an empty list, not a missing one (`require:` alone would be null).
+        out.line(i2, "require:" if r.items else "require: []", r)
         for req in r.items:
             out.line(i3, f"- {_y(_requirement(req))}", req)
         # YAML has no closing line: comments before `}` go to the end of the policy.

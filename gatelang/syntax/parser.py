@@ -251,6 +251,15 @@ class _Builder(Transformer):
         return tuple(self._ident(c) for c in children if c.type != "COMMA")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: str) -> str | None:
+    """The first lone surrogate in a decoded string (a `\\ud800` escape without its pair)."""
+    m = _SURROGATE.search(value)
+    return m.group() if m else None
+
+
 def _unquote(tok: Token, span: Span) -> str:
     try:
         value = json.loads(str(tok))
@@ -265,6 +274,17 @@ def _unquote(tok: Token, span: Span) -> str:
         ) from None
     if not isinstance(value, str):  # pragma: no cover - the STRING regex only admits strings
         raise _SyntaxFailure(Diagnostic("G001", "expected a string", span))
+    bad = _lone_surrogate(value) if "\\u" in tok else None
+    if bad is not None:
+        raise _SyntaxFailure(
+            Diagnostic(
+                "G001",
+                f"invalid escape in string literal: \\u{ord(bad):04x} is a lone surrogate",
+                span,
+                hint="write the character itself, or both halves of a surrogate pair "
+                "(\\ud83d\\ude00)",
+            )
+        )
     return value
 
 

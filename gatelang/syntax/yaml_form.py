@@ -25,7 +25,10 @@ RULE_KEYS = {
 }
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _PERCENT = re.compile(r"-?[0-9]+(\.[0-9]+)?%")
-_NAME = re.compile(r"(?!\d)\w[\w\-]*")
+_NAME = re.compile(r"(?!\d)\w[\w\-]*")  # the grammar's NAME terminal
+NAME_HINT = ("a name starts with a letter or `_` and goes on with letters, digits, `_` or `-` "
+             "(as in .gate files); a person's name goes in a subject list, quoted")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Shape(Exception):
@@ -187,10 +190,26 @@ class _Loader:
                 out.append(ast.Use(ident, False, ident.span))
         return out
 
+    def defined_name(self, key: ScalarNode, what: str) -> ast.Ident | None:
+        """The name a mapping key defines (a subject set, a policy): the `.gate` name syntax.
+
+        A bad name is reported (G006) and the definition skipped, so names that reach the IR,
+        the plan and the reports are the same in both syntaxes.
+        """
+        ident = ast.Ident(key.value, self.span(key))
+        if not _NAME.fullmatch(key.value):
+            self.diagnostics.append(Diagnostic(
+                "G006", f"{what} name {key.value!r} is not a valid name", ident.span,
+                NAME_HINT))
+            return None
+        return ident
+
     def subject_sets(self, node: Node) -> list[ast.SubjectsDef]:
         out = []
         for name, (k, v) in self.mapping(node, "subjects", ()).items():
-            ident = ast.Ident(name, self.span(k))
+            ident = self.defined_name(k, "subject set")
+            if ident is None:
+                continue
             span = Span(file=self.file, line=ident.span.line, col=ident.span.col,
                         end_line=self.span(v).end_line, end_col=self.span(v).end_col)
             if isinstance(v, MappingNode):
@@ -216,9 +235,12 @@ class _Loader:
 
     def policies(self, node: Node) -> list[ast.Policy]:
         out = []
-        for name, (k, v) in self.mapping(node, "policies", ()).items():
+        for _name, (k, v) in self.mapping(node, "policies", ()).items():
+            ident = self.defined_name(k, "policy")
+            if ident is None:
+                continue
             try:
-                out.append(self.policy(ast.Ident(name, self.span(k)), v))
+                out.append(self.policy(ident, v))
             except _Shape as exc:
                 self.diagnostics.append(exc.diagnostic)
         return out
@@ -353,6 +375,12 @@ def parse_yaml(text: str, file: str = "<string>") -> ast.SourceFile:
     except yaml.YAMLError as exc:
         raise DiagnosticError([Diagnostic("G002", f"invalid YAML: {exc}", Span.point(file))],
                               {file: text}) from None
+    bad = _lone_surrogate(root)
+    if bad is not None:
+        raise DiagnosticError([Diagnostic(
+            "G002", "invalid YAML: an escape makes a lone surrogate, which is not Unicode",
+            loader.span(bad), "write the character itself, or both halves of a surrogate pair")],
+            {file: text}) from None
     try:
         result = loader.document(root)
     except RecursionError:
@@ -364,6 +392,26 @@ def parse_yaml(text: str, file: str = "<string>") -> ast.SourceFile:
     if loader.diagnostics or result is None:
         raise DiagnosticError(sorted(loader.diagnostics, key=_order), {file: text})
     return result
+
+
+def _lone_surrogate(root: Node | None) -> ScalarNode | None:
+    """The first scalar (key or value) holding a lone surrogate (a `"\\ud800"` escape)."""
+    stack = [root] if root is not None else []
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases share nodes (and may even form cycles)
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            if isinstance(node.value, str) and _SURROGATE.search(node.value):
+                return node
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, MappingNode):
+            for k, v in reversed(node.value):
+                stack.extend((v, k))
+    return None
 
 
 def _order(d: Diagnostic) -> tuple[int, int]:

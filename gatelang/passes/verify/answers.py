@@ -81,7 +81,8 @@ class AnswerCheck(Pass):
         queries = _queries(ctx, node, inputs, "queries", "heldout")
         if not queries:
             return PassResult(data={"check": self.check, "items": [], "metrics": []})
-        items = verification_items(queries, self.check, _rule_languages(node, []))
+        items = verification_items(queries, self.check, _rule_languages(node, []),
+                                   tuple(node.params.get("refusal_languages") or ()))
         before, after = answer_both(ctx, inputs, items, f"verify: {self.check} ({len(items)})")
         targets = {ctx.world.subject(s).id for s in node.params.get("subjects", []) or []}
         rows = item_rows(before, after, self.check, targets,
