@@ -60,6 +60,28 @@ class Language(_Frozen):
     refusal_replies: tuple[str, ...]
 
 
+class AttackSettings(_Frozen):
+    items: int
+    samples: int
+    temperatures: tuple[float, ...]
+    max_new_tokens: int
+    exposure_candidates: int
+    logit_lens_top_k: int
+    relearn_steps: int
+    relearn_lr: float
+    relearn_batch: int
+    quantize_bits: tuple[int, ...]
+
+
+class AttackLibrary(_Frozen):
+    """The attacker's material (`attacks.yaml`): never used to build an edit set."""
+
+    settings: AttackSettings
+    assent: dict[str, str]
+    jailbreak: dict[str, tuple[str, ...]]
+    paraphrase: dict[str, dict[str, tuple[str, ...]]]
+
+
 class Metric(_Frozen):
     name: str
     unit: Literal["percent", "ratio", "seconds"]
@@ -78,6 +100,7 @@ class Stdlib(_Frozen):
     metrics: dict[str, Metric]
     splits: dict[str, str]
     utility: dict[str, Any]
+    attacks: AttackLibrary
 
     def private_attributes(self) -> tuple[str, ...]:
         return tuple(n for n, a in self.attributes.items() if a.private)
@@ -133,6 +156,7 @@ def load_stdlib() -> Stdlib:
         metrics=metrics,
         splits=splits,
         utility=raw["utility.yaml"],
+        attacks=AttackLibrary(**raw["attacks.yaml"]),
     )
 
 

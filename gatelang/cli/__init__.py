@@ -57,6 +57,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: out of memory; try --device cpu with a smaller batch, or a larger machine",
               file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:  # `gatelang plan ... | head`: the reader left, nothing to report
+        _quiet_stdout()
+        return EXIT_FAILURE
+    except Exception as exc:
+        # Language commands read untrusted policy text: whatever slips past the checks must
+        # still end with a message and a documented exit code, never a traceback.
+        if getattr(args.func, "__module__", "") != "gatelang.cli.lang":
+            raise
+        detail = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"error: internal error in `gatelang {args.command}` "
+              f"({type(exc).__name__}: {detail}); this is a bug in gatelang, please report it "
+              "with the input file", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at devnull so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

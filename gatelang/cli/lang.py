@@ -100,17 +100,38 @@ def _write(path: str | None, text: str) -> None:
 
 
 def _is_yaml_policy(path: Path) -> bool:
+    from gatelang.syntax.source import read_regular
+
     try:
-        with path.open(encoding="utf-8") as fh:
-            head = fh.read(4096)
-    except (OSError, UnicodeDecodeError):
+        # The head only, and only of a regular file: a FIFO named x.yaml must not block.
+        head = read_regular(path, 4096, head=True).decode("utf-8", errors="ignore")
+    except (OSError, ValueError):
         return False
     return any(line.startswith("gatelang:") for line in head.splitlines())
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given, and policy files found under directories (sorted, hidden skipped)."""
     return [f for f, _root in _expand(paths)]
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under `folder`, sorted; symbolic links to folders are not followed."""
+    import os
+
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        base = Path(dirpath)
+        found.extend(base / name for name in filenames if not name.startswith("."))
+    return sorted(found)
 
 
 def _expand(paths: list[str]) -> list[tuple[Path, Path | None]]:
@@ -119,14 +140,36 @@ def _expand(paths: list[str]) -> list[tuple[Path, Path | None]]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if any(part.startswith(".") for part in f.relative_to(p).parts):
-                    continue
-                if f.suffix == ".gate" or (f.suffix in (".yaml", ".yml") and _is_yaml_policy(f)):
+            for f in _walk(p):
+                if f.suffix == ".gate":
+                    out.append((f, p))
+                elif f.suffix in (".yaml", ".yml") and (
+                        f.is_symlink() or not _is_regular(f) or _is_yaml_policy(f)):
+                    # A link or a FIFO is not opened to sniff it: `_outside` / the reader
+                    # report it instead of silently skipping (or blocking on) it.
                     out.append((f, p))
         else:
             out.append((p, None))
     return out
+
+
+def _outside(f: Path, root: str | Path | None) -> Diagnostic | None:
+    """G120 when a file found under a folder is a symbolic link that leaves the folder.
+
+    Only regular files inside the folder are read: a link to /etc/passwd would otherwise be
+    parsed and its lines quoted in the diagnostics, a link to /dev/zero read forever.
+    """
+    from gatelang.errors import Span
+
+    if root is None or not f.is_symlink():
+        return None
+    try:
+        f.resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError, RuntimeError):
+        return Diagnostic("G120", f"{f} is a symbolic link that leaves {root}", Span.point(str(f)),
+                          "only files inside the folder are checked; copy the policy in, or "
+                          "name the link's target on the command line")
+    return None
 
 
 def _print_diags(diags: list[Diagnostic], sources: dict[str, str]) -> None:
@@ -138,7 +181,7 @@ def _print_diags(diags: list[Diagnostic], sources: dict[str, str]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gatelang.ir import check
+    from gatelang.ir import CheckResult, check
 
     files = _expand(args.paths)
     if args.skip_non_policy:
@@ -152,7 +195,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     errors = warnings = 0
     report = []
     for f, folder in files:
-        result = check(f, root=args.root or folder)
+        refused = _outside(f, args.root or folder)
+        if refused is not None:
+            result = CheckResult(None, [refused], {str(f): ""})
+        else:
+            result = check(f, root=args.root or folder)
         errors += len(result.errors)
         warnings += len(result.warnings)
         if args.output == "json":
@@ -178,10 +225,15 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     from gatelang.syntax.format import fmt
     from gatelang.syntax.source import read_source
 
-    files = expand_paths(args.paths)
+    files = _expand(args.paths)
     changed = []
     bad = 0
-    for f in files:
+    for f, folder in files:
+        refused = _outside(f, folder)
+        if refused is not None:  # never rewrite (or read) a file outside the folder
+            print(refused.render(""), file=sys.stderr)
+            bad += 1
+            continue
         try:
             before = read_source(f)
             after = fmt(f)
@@ -246,6 +298,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gatelang.planner import plan, render
 
     ir = load(args.path, root=args.root)
+    if not ir.policies:
+        # `check` only warns (G205); a plan of nothing would look like success.
+        raise DiagnosticError([Diagnostic(
+            "G205", "the file defines no policy: there is nothing to plan", ir.span,
+            "a policy starts with `policy NAME {` (in YAML: under `policies:`)")])
     result = plan(ir, _capabilities(args.model))
     _write(args.output, render(result, args.output_format))
     return EXIT_OK
@@ -256,6 +313,8 @@ def _git(args: list[str], cwd: Path, what: str) -> bytes:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True).stdout
     except FileNotFoundError:
         raise GatelangError("git is not installed") from None
+    except (ValueError, UnicodeError) as exc:  # a NUL or an unencodable character in argv
+        raise GatelangError(f"git: cannot read {what}: {exc}") from None
     except subprocess.CalledProcessError as exc:
         msg = (exc.stderr or b"").decode(errors="replace").strip()
         raise GatelangError(f"git: cannot read {what}: {msg}") from None
@@ -270,26 +329,64 @@ def _git_tree(rev: str, path: str, into: Path) -> tuple[Path, Path]:
     import io
     import tarfile
 
-    p = Path(path).resolve()
+    _check_revision(rev)
+    try:
+        p = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise GatelangError(f"{path}: cannot resolve the path: {exc}") from None
     if not p.parent.is_dir():
         raise GatelangError(f"{path}: its folder does not exist")
     top = Path(_git(["rev-parse", "--show-toplevel"], p.parent, "the repository")
-               .decode().strip()).resolve()
+               .decode(errors="surrogateescape").strip()).resolve()
     try:
         folder = p.parent.relative_to(top).as_posix() or "."
     except ValueError:
         raise GatelangError(f"{path} is not inside a git repository") from None
+    # The revision cannot be taken for an option (it does not start with `-`), and `--` ends
+    # the revisions: what follows is only ever a path.
     data = _git(["archive", "--format=tar", rev, "--", folder], top, f"{folder} at {rev}")
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(into, filter="data")
-        else:  # pragma: no cover - Python without extraction filters
-            tar.extractall(into)  # noqa: S202 - members come from our own git archive
+    links: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            # Regular files and folders only: a committed symbolic link (to /etc/passwd, or
+            # absolute) is neither followed nor recreated, so nothing outside is ever read.
+            members = []
+            for m in tar.getmembers():
+                if m.isdir() or m.isreg():
+                    members.append(m)
+                else:
+                    links.append(m.name)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, members=members, filter="data")
+            else:  # pragma: no cover - Python without extraction filters
+                tar.extractall(into, members=members)  # noqa: S202 - regular files only
+    except (tarfile.TarError, OSError) as exc:
+        raise GatelangError(f"git: cannot unpack {folder} at {rev}: {exc}") from None
     base = into / folder
     old = base / p.name
     if not old.is_file():
+        member = (Path(folder) / p.name).as_posix() if folder != "." else p.name
+        if member in links:
+            raise GatelangError(f"git: {path} is a symbolic link (or not a regular file) at "
+                                f"{rev}; only regular files are read")
         raise GatelangError(f"git: {path} does not exist at {rev}")
     return old, base
+
+
+class _BadRevision(GatelangError):
+    """A `--git` value that is not a revision: invalid input, exit 2."""
+
+    exit_code = EXIT_INVALID
+
+
+def _check_revision(rev: str) -> None:
+    """Refuse a `--git` value git would read as an option (`--output=FILE` truncated FILE)."""
+    if not rev or rev.startswith("-"):
+        raise _BadRevision(f"error: --git {rev!r} is not a revision (a revision cannot start "
+                           "with '-')")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in rev):
+        raise _BadRevision(f"error: --git {rev!r} is not a revision (it contains a control "
+                           "character)")
 
 
 def _relabel(exc: DiagnosticError, tmp: Path, label: str) -> DiagnosticError:

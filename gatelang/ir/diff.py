@@ -39,8 +39,9 @@ def _union(p: Policy, kind: str, field: str) -> list[str]:
 def _set_changes(policy: str, what: str, old: list[str], new: list[str], *,
                  grow: Direction, shrink: Direction, noun: str) -> list[Change]:
     out = []
-    added = [x for x in new if x not in old]
-    removed = [x for x in old if x not in new]
+    old_set, new_set = set(old), set(new)  # subject sets may hold 100 000 names: stay linear
+    added = [x for x in new if x not in old_set]
+    removed = [x for x in old if x not in new_set]
     if added:
         out.append(Change(policy, what, grow, f"{noun} added: " + ", ".join(added)))
     if removed:

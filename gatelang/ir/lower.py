@@ -17,7 +17,7 @@ from gatelang.ir.hints import hint as _hint
 from gatelang.ir.method_params import MethodLowering
 from gatelang.ir.requirements import RequirementLowering
 from gatelang.ir.result import CheckResult
-from gatelang.ir.subjects import SubjectFileError, read_subject_file
+from gatelang.ir.subjects import MAX_SUBJECTS, SubjectFileError, read_subject_file
 from gatelang.stdlib import Stdlib, load_stdlib
 from gatelang.syntax import ast
 from gatelang.syntax.source import parse_source, read_source
@@ -33,6 +33,28 @@ _ROOT_HINT = ("policies may only read files inside the checked policy's folder "
 def _order(d: Diagnostic) -> tuple:
     s = d.span
     return (s.file, s.line, s.col, d.code) if s else ("", 0, 0, d.code)
+
+
+def _first_repeat(items: list[str]) -> str | None:
+    """The first item (in order of first appearance) that occurs more than once."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for x in items:
+        if x in seen:
+            repeated.add(x)
+        seen.add(x)
+    return next((x for x in dict.fromkeys(items) if x in repeated), None)
+
+
+def _path_problem(rel: str) -> str | None:
+    """Why a path written in a policy cannot name a file at all (before looking at the disk)."""
+    if "\x00" in rel:
+        return "the path contains a NUL character"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in rel):
+        return "the path contains a control character"
+    if not rel.strip():
+        return "the path is empty"
+    return None
 
 
 class _Lowerer(MethodLowering, RequirementLowering):
@@ -64,6 +86,17 @@ class _Lowerer(MethodLowering, RequirementLowering):
         except ValueError:
             return False
         return True
+
+    @staticmethod
+    def _unresolvable(target: Path) -> str | None:
+        """Why `target` cannot be followed (a symbolic-link loop, an over-long name), if so."""
+        try:
+            target.resolve()
+        except RuntimeError:  # Python < 3.13 reports a symlink loop this way
+            return "a symbolic link loop"
+        except (OSError, ValueError) as exc:
+            return getattr(exc, "strerror", None) or str(exc)
+        return None
 
     def _shown(self, base_file: str, rel: str) -> str:
         return os.path.normpath(os.path.join(os.path.dirname(base_file), rel))
@@ -152,9 +185,18 @@ class _Lowerer(MethodLowering, RequirementLowering):
     def _locate(self, src: ast.SourceFile, rel: str, span: Span, what: str
                 ) -> tuple[str, Path | None]:
         """A path written in `src`, relative to its file; None (and G120) outside the root."""
+        problem = _path_problem(rel)
+        if problem is not None:
+            self.error("G112", f"cannot read {what}{rel!r}: {problem}", span,
+                       "write the file's path relative to the policy file")
+            return rel, None
         shown = self._shown(src.path, rel)
         base = Path(src.path).parent if src.path != "<string>" else Path(".")
         target = base / rel
+        problem = self._unresolvable(target)
+        if problem is not None:
+            self.error("G112", f"cannot read {what}{rel!r}: {problem}", span)
+            return shown, None
         if not self._inside(target):
             self.error("G120", f"{what}{rel!r} is outside the policy's root folder", span,
                        _ROOT_HINT)
@@ -204,6 +246,11 @@ class _Lowerer(MethodLowering, RequirementLowering):
             for m in item.members:
                 if not m.text.strip():
                     self.error("G111", "a subject name must not be empty", m.span)
+            if len(members) > MAX_SUBJECTS:
+                self.error("G113", f"subject set {name!r} lists {len(members)} names; at most "
+                           f"{MAX_SUBJECTS} are allowed", item.name.span,
+                           "split the people into several policies")
+                return None
         else:
             assert item.file is not None
             rel = item.file.text
@@ -226,7 +273,7 @@ class _Lowerer(MethodLowering, RequirementLowering):
             return None
         unique = list(dict.fromkeys(members))
         if len(unique) != len(members):
-            dup = next(m for m in unique if members.count(m) > 1)
+            dup = _first_repeat(members)  # linear: a subject file may list 100 000 people
             self.warn("G201", f"subject set {name!r} lists {dup!r} more than once",
                       item.span, "duplicates are ignored")
         return ir.SubjectSet(name=name, members=tuple(unique), source=source,
@@ -488,6 +535,12 @@ def lower(src: ast.SourceFile, *, root: str | Path | None = None,
     real = Path(src.path) if src.path != "<string>" else None
     low.entry_dir = (real.parent if real is not None else Path(".")).resolve()
     result = low.lower_file(src, real)
+    if not any(isinstance(i, (ast.Policy, ast.SubjectsDef)) for i in src.items) and \
+            not any(d.severity == "error" for d in low.diags):
+        # Only when the file would otherwise pass: an empty file must not look like success.
+        low.warn("G205", "the file defines no policy and no subject set", src.header.span,
+                 "a policy starts with `policy NAME {` (in YAML: under `policies:`); "
+                 "an empty file passes nothing on to `plan` or `apply`")
     if result is not None:
         result = result.model_copy(update={"inputs": tuple(low.inputs)})
     diags = sorted(low.diags, key=_order)

@@ -10,7 +10,7 @@ from gatelang.ir import model as ir
 from gatelang.ir.hints import hint as _hint
 from gatelang.syntax import ast
 
-_PRIVATE_METRICS = ("refusal", "leakage")
+_PRIVATE_METRICS = ("refusal", "leakage", "exposure")
 _LOCALITY_METRICS = ("locality", "over_refusal")
 _UTILITY_METRICS = ("utility", "utility_drop")
 _SPLIT_MODALITY = {"image": "image", "document": "document", "scene": "scene"}

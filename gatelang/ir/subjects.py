@@ -12,6 +12,10 @@ import json
 from pathlib import Path
 
 from gatelang.errors import Diagnostic, Span
+from gatelang.syntax.source import FileTooLargeError, read_regular
+
+MAX_SUBJECT_BYTES = 16 * 1024 * 1024  # a subject file is a list of names, not a database
+MAX_SUBJECTS = 100_000  # names in one subject file
 
 FORMATS = {".csv": "csv", ".json": "json", ".txt": "text", ".text": "text", ".lst": "text"}
 
@@ -40,19 +44,25 @@ def read_subject_file(
             "G113", f"unsupported subject file type {path.suffix or '(none)'!r}", where,
             hint="use .csv (with `column`), .json or .txt (one name per line)"))
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular(path, MAX_SUBJECT_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise SubjectFileError(Diagnostic(
             "G112", f"subject file {shown!r} does not exist", where,
             hint="paths are relative to the policy file that names them")) from None
+    except FileTooLargeError:
+        raise SubjectFileError(Diagnostic(
+            "G112", f"cannot read subject file {shown!r}: it is larger than "
+            f"{MAX_SUBJECT_BYTES // 2**20} MiB", where,
+            hint=f"a subject set holds at most {MAX_SUBJECTS} names")) from None
     except (OSError, UnicodeDecodeError) as exc:
-        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else \
+            (exc.strerror or str(exc))
         raise SubjectFileError(Diagnostic(
             "G112", f"cannot read subject file {shown!r}: {reason}", where)) from None
     if fmt == "csv":
-        return _csv(text, shown, column, where), fmt
+        return _capped(_csv(text, shown, column, where), shown, where), fmt
     if fmt == "json":
-        return _json(text, shown, column, where), fmt
+        return _capped(_json(text, shown, column, where), shown, where), fmt
     if column is not None:
         raise SubjectFileError(Diagnostic(
             "G113", "a text subject file has no columns", where,
@@ -62,7 +72,15 @@ def read_subject_file(
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
             names.append(stripped)
-    return tuple(names), fmt
+    return _capped(tuple(names), shown, where), fmt
+
+
+def _capped(names: tuple[str, ...], shown: str, where: Span) -> tuple[str, ...]:
+    if len(names) > MAX_SUBJECTS:
+        raise SubjectFileError(Diagnostic(
+            "G113", f"subject file {shown!r} lists {len(names)} names; at most {MAX_SUBJECTS} "
+            "are allowed", where, hint="split the people into several policies"))
+    return names
 
 
 def _at(shown: str, line: int, col: int = 1) -> Span:

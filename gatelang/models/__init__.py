@@ -6,7 +6,7 @@ Everything architecture-specific lives in this package; other layers speak of si
 
 from gatelang.models.adapter import Adapter, EncodedBatch, Site
 from gatelang.models.capabilities import capabilities_of
-from gatelang.models.generation import generate
+from gatelang.models.generation import generate, sample
 from gatelang.models.hooks import (
     capture,
     capture_inputs,
@@ -57,5 +57,6 @@ __all__ = [
     "replace_inputs",
     "replace_outputs",
     "resolve_spec",
+    "sample",
     "score_answer",
 ]

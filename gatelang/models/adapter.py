@@ -147,6 +147,8 @@ class Adapter:
     down_proj_path: ClassVar[str] = "mlp.down_proj"  # relative to one decoder layer
     # The projections that compute the MLP units (their rows are the units' input weights).
     mlp_in_paths: ClassVar[tuple[str, ...]] = ("mlp.gate_proj", "mlp.up_proj")
+    # The norm applied to the last decoder layer's output before the unembedding (logit lens).
+    final_norm_path: ClassVar[str | None] = "model.norm"
     vision_layers_path: ClassVar[str | None] = None
     projector_path: ClassVar[str | None] = None
     # Used only when neither the processor nor the tokenizer carries a chat template.
@@ -247,6 +249,20 @@ class Adapter:
     def module(self, site: Site | str) -> torch.nn.Module:
         s = self.site(site) if isinstance(site, str) else site
         return _get_path(self.model, s.path)
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of residual-stream states: the final norm, then the output embedding.
+
+        The logit lens: applied to any decoder layer's output it shows which tokens that layer
+        already points to (nostalgebraist 2020; used to read "deleted" facts, arXiv 2309.17410).
+        """
+        if self.final_norm_path is None:
+            raise ModelError(f"{self.family} models have no decoder output to unembed")
+        norm = _get_path(self.model, resolve_path(self.model, self.final_norm_path))
+        head = self.model.get_output_embeddings()
+        if head is None:
+            raise ModelError(f"{self.family} model has no output embedding")
+        return head(norm(hidden))
 
     def down_proj_weight(self, layer: int) -> torch.Tensor:
         """The down projection's weight as a [hidden, intermediate] view of the parameter.

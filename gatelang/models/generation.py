@@ -69,35 +69,85 @@ def generate(
     desc: str = "generate",
     template: bool = True,
     stats: dict[str, float] | None = None,
+    prefill: Sequence[str] | None = None,
 ) -> list[str]:
     """Greedy answers for each item (prompt, optional image), decoded without special tokens.
 
-    `stats`, when given, accumulates `new_tokens` (generated tokens up to and including EOS,
-    padding excluded) so callers can report throughput in tokens.
+    `prefill` starts each answer with the given text (the model continues it; the returned
+    answer includes it, so a value that straddles the prefix is seen whole). `stats`, when
+    given, accumulates `new_tokens` (generated tokens up to and including EOS, padding excluded)
+    so callers can report throughput in tokens.
     """
+    runs = _decode(loaded, items, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                   progress=progress, desc=desc, template=template, stats=stats,
+                   prefill=prefill, samples=1, temperature=None)
+    return [r[0] for r in runs]
+
+
+@torch.inference_mode()
+def sample(
+    loaded: Any,
+    items: Sequence[Any],
+    *,
+    k: int,
+    temperature: float,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    prefill: Sequence[str] | None = None,
+    template: bool = True,
+) -> list[list[str]]:
+    """`k` sampled answers per item at `temperature` (multinomial sampling, no top-k/top-p).
+
+    Randomness comes from torch's global generator: the runtime seeds it per plan node, so a
+    node's samples are reproducible.
+    """
+    if k < 1 or temperature <= 0:
+        raise ValueError("sampling needs k >= 1 and a positive temperature")
+    return _decode(loaded, items, max_new_tokens=max_new_tokens,
+                   batch_size=max(1, batch_size // k), progress=False, desc="sample",
+                   template=template, stats=None, prefill=prefill, samples=k,
+                   temperature=temperature)
+
+
+def _decode(loaded: Any, items: Sequence[Any], *, max_new_tokens: int, batch_size: int,
+            progress: bool, desc: str, template: bool, stats: dict[str, float] | None,
+            prefill: Sequence[str] | None, samples: int, temperature: float | None
+            ) -> list[list[str]]:
     adapter = loaded.adapter
     model = loaded.model
     tok = loaded.tokenizer
-    answers: list[str] = [""] * len(items)
+    if prefill is not None and len(prefill) != len(items):
+        raise ValueError("prefill must match items one to one")
+    answers: list[list[str]] = [[] for _ in items]
     order = _order(items, adapter)
     eos = [t for t in _eos_ids(loaded) if t is not None]
+    sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0,
+                "top_p": 1.0} if temperature is not None else {"do_sample": False}
     with _progress(len(items), desc, progress) as bar, cpu_threads(loaded.device):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = adapter.encode([items[i] for i in idx], template=template).to(loaded.device, loaded.dtype)
+            pre = [prefill[i] for i in idx] if prefill is not None else None
+            batch = adapter.encode([items[i] for i in idx], targets=pre, add_eos=False,
+                                   template=template).to(loaded.device, loaded.dtype)
             out = model.generate(
                 **batch.model_inputs(for_generation=True),
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 num_beams=1,
+                num_return_sequences=samples,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=eos or None,
+                **sampling,
             )
             new = out[:, batch.input_ids.shape[1] :]
             if stats is not None:
                 stats["new_tokens"] = stats.get("new_tokens", 0) + _count_new(new, eos, tok.pad_token_id)
             for row, i in enumerate(idx):
-                answers[i] = tok.decode(new[row], skip_special_tokens=True).strip()
+                head = (pre[row] if pre is not None else "")
+                for j in range(samples):
+                    text = tok.decode(new[row * samples + j], skip_special_tokens=True)
+                    # The continuation keeps its own leading space, so a value that starts
+                    # in the prefix ("555-") and ends in the answer ("0625") reads whole.
+                    answers[i].append((head + text).strip())
             bar.update(len(idx))
     return answers
 

@@ -75,6 +75,8 @@ class PassOptions(BaseModel):
                                         "identity inference (None: the method's set)")
     identity_languages: tuple[str, ...] = Field(("en",), description="caption languages of "
                                                 "identity inference")
+    attack_items: int | None = Field(None, ge=1, description="protected questions per attack "
+                                     "pass (None: the stdlib's attack settings)")
     method_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method name, parameter values that replace the "
         "policy's (IR units: fractions for percentages); each is checked by the method's config")

@@ -32,6 +32,19 @@ from gatelang.stdlib import Stdlib, load_stdlib
 SEED = "$seed"  # replaced by the run's seed (the runtime derives one per node)
 MAX_NEW_TOKENS = 24  # generation length assumed by the cost estimate of verify nodes
 LOCALITY_SAMPLE = 8  # queries per (attribute, language, modality, split) cell for other subjects
+# The attack passes every refuse policy is verified with (docs/robustness.md), and how many
+# generations (or forward passes) each costs per question and side, for the plan's estimate.
+ATTACKS: tuple[str, ...] = ("sampled",)
+_ATTACK_WORK = {
+    "sampled": lambda s: s.samples * len(s.temperatures),
+    "prefill": lambda s: 2,
+    "exposure": lambda s: s.exposure_candidates + 1,
+    "logit_lens": lambda s: 1,
+    "quantized": lambda s: len(s.quantize_bits),
+    "relearn": lambda s: 1,
+    "jailbreak": lambda s: 5,
+    "paraphrase": lambda s: 4,
+}
 _EXCLUDED_FROM_LOCALITY = ("attributes.credentials",)  # answered with a refusal by habit
 
 
@@ -161,7 +174,14 @@ class _Builder:
     # -- checks against the model ----------------------------------------------------------------
     def check(self, policy: ir.Policy) -> None:
         for rule in policy.rules:
-            if isinstance(rule, ir.RefuseRule):
+            if isinstance(rule, ir.RefuseRule) and not self.caps.generates:
+                self.diags.append(Diagnostic(
+                    "G306", f"model {self.caps.name} cannot answer questions, so it has nothing "
+                    "to refuse", rule.span,
+                    f"{self.caps.name} is a {self.caps.family} dual encoder without decoder "
+                    "layers; plan refuse rules on a generative model (e.g. --model tiny-llava), "
+                    "or write an `anonymize` rule for this one"))
+            elif isinstance(rule, ir.RefuseRule):
                 for lang in rule.languages:
                     if lang not in self.caps.languages:
                         self.diags.append(Diagnostic(
@@ -188,7 +208,8 @@ class _Builder:
                     f"the rules name every language {self.caps.name} supports "
                     f"({', '.join(self.caps.languages)}); drop one from `in` or this requirement"))
         layer = policy.method.params.get("layer")
-        if isinstance(layer, int) and not 0 <= layer < self.caps.num_layers:
+        no_decoder = not self.caps.generates and bool(policy.refuse_rules())
+        if isinstance(layer, int) and not 0 <= layer < self.caps.num_layers and not no_decoder:
             self.diags.append(Diagnostic(
                 "G304", f"layer {layer} does not exist in {self.caps.name}", policy.method.span,
                 f"layers are 0..{self.caps.num_layers - 1}, or `auto`"))
@@ -260,6 +281,29 @@ class _Builder:
                         [("edited", edit), *[("queries", d[0]) for d in data]],
                         label, p.name, span, cost)
 
+    def verify_attacks(self, p: ir.Policy, edit: str, heldout: list[tuple[str, int, int]],
+                       params: dict[str, Any]) -> list[str]:
+        """One node per attack (docs/robustness.md) on the rules' held-out questions.
+
+        Attacks are planned for every refuse policy, not only when a requirement names them: a
+        reviewer sees how deep the edit goes whether or not the policy sets a threshold.
+        """
+        settings = self.std.attacks.settings
+        n = min(settings.items, sum(d[1] for d in heldout))
+        per_question = max(1, sum(d[2] for d in heldout) // max(1, sum(d[1] for d in heldout)))
+        out = []
+        for attack in ATTACKS:
+            passes = 2 * n * _ATTACK_WORK[attack](settings)
+            cost = Cost(forward_passes=passes,
+                        backward_passes=settings.relearn_steps if attack == "relearn" else 0,
+                        tokens=passes * (per_question + MAX_NEW_TOKENS))
+            nid = self.add("verify", f"verify.{attack}", {
+                **{k: params[k] for k in ("subjects", "attributes", "rule_languages")},
+                "model": self.caps.name}, [("edited", edit), *[("queries", d[0]) for d in heldout]],
+                f"attack: {attack} ({p.name})", p.name, p.span, cost)
+            out.append(nid)
+        return out
+
     def verify_refuse(self, p: ir.Policy, edit: str, languages: list[str],
                       edits: list[tuple[str, int, int]]) -> list[str]:
         name = p.name
@@ -291,6 +335,7 @@ class _Builder:
             params["include_edit"] = True
         out.append(self._verify("verify.refusal", p, edit, refusal_data, params,
                                 f"verify refusal ({name})", p.span))
+        out.extend(self.verify_attacks(p, edit, refusal_data[: len(rules)], params))
         locality = []
         if p.preserves("other_subjects"):
             locality.append(self.data(

@@ -17,6 +17,11 @@ ENCODER_SITES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Families without a language-model decoder (dual encoders): they embed text and images but
+# cannot answer a question, so there is no decoder layer for a refuse rule to edit.
+ENCODER_ONLY_FAMILIES: frozenset[str] = frozenset({"clip"})
+
+
 class ModelCapabilities(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,6 +34,11 @@ class ModelCapabilities(BaseModel):
     hidden_size: int
     intermediate_size: int
     image_tokens: int = 0  # tokens one image adds to a prompt (cost estimates only)
+
+    @property
+    def generates(self) -> bool:
+        """Whether the model answers questions (has decoder layers): refuse rules need this."""
+        return self.family not in ENCODER_ONLY_FAMILIES
 
     def encoder_for(self, kind: str) -> str | None:
         """The model's encoder that an anonymize rule `in <kind> encoder` edits, if any."""

@@ -6,7 +6,13 @@ Layout (version 1). For every edited parameter NAME the file holds one of
   ``NAME::full`` ([out, in])                                 -- the whole new tensor
 whichever is smallest. New values (not deltas) are stored, so applying a patch is exact and
 idempotent. The metadata names the base weights' sha256; `apply_patch` refuses any other base,
-because a patch written for one checkpoint silently corrupts another.
+because a patch written for one checkpoint silently corrupts another, and refuses a patch that
+names no base unless the caller explicitly allows it.
+
+Version 2 adds ``payload_sha256`` to the metadata: the sha256 of every tensor (name, dtype,
+shape, bytes, in name order) and of every other metadata entry except the tensor index. Reading
+or applying a patch recomputes it first, so flipped bytes, an edited status or a removed base
+hash are refused before any weight is touched.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from torch import nn
 from gatelang.errors import GatelangError
 from gatelang.runtime.atomic import atomic_write_bytes
 
-PATCH_FORMAT = "gatelang-patch/1"
+PATCH_FORMAT = "gatelang-patch/2"
+DIGEST_KEY = "payload_sha256"
+INDEX_KEY = "tensors"
 
 
 class PatchError(GatelangError):
@@ -72,6 +80,31 @@ class Patch:
     def params_changed(self) -> int:
         return sum(e.params_changed for e in self.edits)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors as stored in the file: ``NAME::rows|cols|full`` and ``NAME::values``."""
+        out: dict[str, torch.Tensor] = {}
+        for e in self.edits:
+            if e.kind == "full":
+                out[f"{e.name}::full"] = e.values.contiguous()
+            else:
+                out[f"{e.name}::{e.kind}"] = e.index.to(torch.int64).contiguous()
+                out[f"{e.name}::values"] = e.values.contiguous()
+        return out
+
+    def verify(self, source: str = "patch") -> None:
+        """Recompute the payload digest; PatchError when it is absent (a patch read from a file
+        always has one) or does not match. A patch made in memory (`make_patch`) has none and
+        is not checked."""
+        want = self.metadata.get(DIGEST_KEY)
+        if want is None:
+            return
+        have = payload_sha256(self.tensors(), self.metadata)
+        if have != want:
+            raise PatchError(
+                f"{source}: the patch's contents do not match its payload_sha256 "
+                f"({want[:12]}… recorded, {have[:12]}… found): the file was modified or damaged "
+                "after it was written; re-create it with `gatelang apply`")
+
 
 def diff_tensor(name: str, before: torch.Tensor, after: torch.Tensor) -> TensorEdit | None:
     """Smallest representation of `after` given `before`; None when nothing changed."""
@@ -112,19 +145,27 @@ def make_patch(
     return Patch(edits=edits, metadata=dict(metadata))
 
 
+def payload_sha256(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """The patch's integrity digest: every tensor (name, dtype, shape, raw bytes) in name order,
+    then every metadata entry but the digest itself and the tensor index, in key order."""
+    digest = hashlib.sha256(b"gatelang-patch-payload/1\0")
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}\0".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for key in sorted(metadata):
+        if key not in (DIGEST_KEY, INDEX_KEY):
+            digest.update(f"{key}={metadata[key]}\0".encode())
+    return digest.hexdigest()
+
+
 def patch_bytes(patch: Patch) -> bytes:
-    tensors: dict[str, torch.Tensor] = {}
-    index = []
-    for e in patch.edits:
-        if e.kind == "full":
-            tensors[f"{e.name}::full"] = e.values.contiguous()
-        else:
-            tensors[f"{e.name}::{e.kind}"] = e.index.to(torch.int64).contiguous()
-            tensors[f"{e.name}::values"] = e.values.contiguous()
-        index.append({"name": e.name, "kind": e.kind, "shape": list(e.shape)})
-    meta = {k: str(v) for k, v in patch.metadata.items()}
+    tensors = patch.tensors()
+    index = [{"name": e.name, "kind": e.kind, "shape": list(e.shape)} for e in patch.edits]
+    meta = {k: str(v) for k, v in patch.metadata.items() if k not in (DIGEST_KEY, INDEX_KEY)}
     meta["format"] = PATCH_FORMAT
-    meta["tensors"] = json.dumps(index, sort_keys=True)
+    meta[DIGEST_KEY] = payload_sha256(tensors, meta)
+    meta[INDEX_KEY] = json.dumps(index, sort_keys=True)
     return stable_safetensors(tensors, meta)
 
 
@@ -165,7 +206,10 @@ def write_patch(path: str | os.PathLike[str], patch: Patch) -> str:
 
 
 def read_patch(path: str | os.PathLike[str]) -> Patch:
+    """Read and check a patch file: format, payload digest, index. Touches no model."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise PatchError(f"{p}: not a file (a patch is one .safetensors file)")
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -176,40 +220,77 @@ def read_patch(path: str | os.PathLike[str]) -> Patch:
         meta = dict(json.loads(data[8 : 8 + header_len]).get("__metadata__") or {})
     except Exception as exc:  # safetensors raises several unrelated types on bad input
         raise PatchError(f"{p}: not a safetensors file: {exc}") from None
-    if meta.get("format") != PATCH_FORMAT:
-        raise PatchError(f"{p}: not a gatelang patch (format {meta.get('format')!r})")
+    fmt = meta.get("format")
+    if fmt == "gatelang-patch/1":
+        raise PatchError(f"{p}: a gatelang-patch/1 file, written before patches carried an "
+                         "integrity digest; re-create it with `gatelang apply`")
+    if fmt != PATCH_FORMAT:
+        raise PatchError(f"{p}: not a gatelang patch (format {fmt!r})")
+    want = meta.get(DIGEST_KEY)
+    if not want:
+        raise PatchError(f"{p}: the patch has no payload_sha256, so it cannot be checked for "
+                         "tampering; re-create it with `gatelang apply`")
+    have = payload_sha256(tensors, meta)
+    if have != want:
+        raise PatchError(
+            f"{p}: the patch's contents do not match its payload_sha256 ({want[:12]}… recorded, "
+            f"{have[:12]}… found): the file was modified or damaged after it was written; "
+            "re-create it with `gatelang apply`")
     try:
-        index = json.loads(meta.pop("tensors"))
+        index = json.loads(meta.pop(INDEX_KEY))
         edits = []
+        used: set[str] = set()
         for item in index:
-            name, kind = item["name"], item["kind"]
+            name, kind = str(item["name"]), item["kind"]
+            shape = tuple(int(n) for n in item["shape"])
             if kind == "full":
-                edits.append(TensorEdit(name, kind, None, tensors[f"{name}::full"], tuple(item["shape"])))
+                keys = [f"{name}::full"]
+                edits.append(TensorEdit(name, kind, None, tensors[keys[0]], shape))
+            elif kind in ("rows", "cols"):
+                keys = [f"{name}::{kind}", f"{name}::values"]
+                edits.append(TensorEdit(name, kind, tensors[keys[0]], tensors[keys[1]], shape))
             else:
-                edits.append(
-                    TensorEdit(name, kind, tensors[f"{name}::{kind}"], tensors[f"{name}::values"],
-                               tuple(item["shape"]))
-                )
+                raise ValueError(f"{name}: unknown edit kind {kind!r}")
+            used.update(keys)
     except (KeyError, ValueError, TypeError) as exc:
         raise PatchError(f"{p}: malformed patch index: {exc}") from None
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise PatchError(f"{p}: malformed patch: tensors {', '.join(extra[:5])} are not in its index")
     return Patch(edits=edits, metadata=meta)
 
 
-def apply_patch(
-    model: nn.Module, patch: Patch, *, base_sha256: str | None = None, source: str = "patch"
-) -> None:
-    """Write the patch's values into `model` in place, after checking the base hash.
-
-    `base_sha256` is the loaded base model's weights hash (computed with `state_sha256` when
-    omitted); a mismatch raises PatchError before anything is modified.
-    """
+def check_base(patch: Patch, have: str, *, source: str = "patch",
+               allow_unknown_base: bool = False) -> None:
+    """Refuse a patch made for other base weights, or one that names none (unless allowed)."""
     want = patch.base_sha256
-    have = base_sha256 if base_sha256 is not None else state_sha256(model)
-    if want and have != want:
+    if not want:
+        if allow_unknown_base:
+            return
+        raise PatchError(
+            f"{source}: the patch does not say which base weights it was made for "
+            "(no base_weights_sha256), so it could silently corrupt this model; pass "
+            "allow_unknown_base=True (CLI: --allow-unknown-base) to apply it anyway")
+    if have != want:
         raise PatchError(
             f"{source}: this patch was made for base weights {want[:12]}…, but the model's "
             f"weights hash is {have[:12]}…; load the base model the patch was made for"
         )
+
+
+def apply_patch(
+    model: nn.Module, patch: Patch, *, base_sha256: str | None = None, source: str = "patch",
+    allow_unknown_base: bool = False,
+) -> None:
+    """Write the patch's values into `model` in place, after checking digest and base hash.
+
+    `base_sha256` is the loaded base model's weights hash (computed with `state_sha256` when
+    omitted); a mismatch raises PatchError before anything is modified, and so does a patch
+    that names no base unless `allow_unknown_base`.
+    """
+    patch.verify(source)
+    have = base_sha256 if base_sha256 is not None else state_sha256(model)
+    check_base(patch, have, source=source, allow_unknown_base=allow_unknown_base)
     values = patch_values(model, patch, source=source)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -232,13 +313,27 @@ def patch_values(model: nn.Module, patch: Patch, *, source: str = "patch"
         p = params[e.name]
         if tuple(p.shape) != e.shape:
             raise PatchError(f"{source}: {e.name} has shape {tuple(p.shape)}, patch expects {e.shape}")
-        if e.kind != "full":
-            axis = 0 if e.kind == "rows" else 1
-            idx = e.index
-            if idx is not None and idx.numel() and (int(idx.min()) < 0 or
-                                                    int(idx.max()) >= p.shape[axis]):
-                raise PatchError(f"{source}: {e.name}: {e.kind} index out of range "
-                                 f"0..{p.shape[axis] - 1}")
+        if not (e.values.is_floating_point() or e.values.dtype == p.dtype):
+            raise PatchError(f"{source}: {e.name}: values have dtype {e.values.dtype}, "
+                             f"the parameter {p.dtype}")
+        if e.kind == "full":
+            if tuple(e.values.shape) != e.shape:
+                raise PatchError(f"{source}: {e.name}: full values have shape "
+                                 f"{tuple(e.values.shape)}, expected {e.shape}")
+            continue
+        if e.kind not in ("rows", "cols") or p.dim() != 2:
+            raise PatchError(f"{source}: {e.name}: a {e.kind!r} edit needs a 2-D parameter")
+        idx = e.index
+        if idx is None or idx.dim() != 1 or idx.dtype not in (torch.int64, torch.int32):
+            raise PatchError(f"{source}: {e.name}: {e.kind} index must be a 1-D integer tensor")
+        axis = 0 if e.kind == "rows" else 1
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= p.shape[axis]):
+            raise PatchError(f"{source}: {e.name}: {e.kind} index out of range "
+                             f"0..{p.shape[axis] - 1}")
+        want = (idx.numel(), p.shape[1]) if e.kind == "rows" else (p.shape[0], idx.numel())
+        if tuple(e.values.shape) != want:
+            raise PatchError(f"{source}: {e.name}: {e.kind} values have shape "
+                             f"{tuple(e.values.shape)}, expected {want}")
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for e in patch.edits:
@@ -250,8 +345,8 @@ def patch_values(model: nn.Module, patch: Patch, *, source: str = "patch"
             if e.kind == "full":
                 t.copy_(vals)
             elif e.kind == "rows":
-                t[e.index.to(t.device)] = vals
+                t[e.index.to(t.device, torch.int64)] = vals
             else:
-                t[:, e.index.to(t.device)] = vals
+                t[:, e.index.to(t.device, torch.int64)] = vals
             out[e.name] = t
     return out

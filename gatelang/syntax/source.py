@@ -94,7 +94,7 @@ def syntax_of(path: str | Path) -> str:
         return "yaml"
     if suffix in GATE_SUFFIXES:
         return "gate"
-    raise _refuse("G004", f"{path}: not a policy file (expected .gate, .yaml or .yml)", str(path))
+    raise _refuse("G004", "not a policy file (expected .gate, .yaml or .yml)", str(path))
 
 
 def read_source(path: str | Path, shown: str | None = None) -> str:

@@ -23,6 +23,7 @@ class ClipAdapter(Adapter):
     mlp_in_paths = ("mlp.fc1",)
     vision_layers_path = "vision_model.encoder.layers"
     projector_path = "visual_projection"
+    final_norm_path = None
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, processor: Any | None = None) -> None:
         super().__init__(model, tokenizer, processor)

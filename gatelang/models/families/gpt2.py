@@ -9,6 +9,7 @@ class GPT2Adapter(Adapter):
     layers_path = "transformer.h"
     down_proj_path = "mlp.c_proj"
     mlp_in_paths = ("mlp.c_fc",)
+    final_norm_path = "transformer.ln_f"
     default_template = "Q: {prompt}\nA:"
 
 

@@ -25,6 +25,7 @@ class LlavaAdapter(Adapter):
         "model.vision_tower.encoder.layers|model.vision_tower.vision_model.encoder.layers"
     )
     projector_path = "model.multi_modal_projector|multi_modal_projector"
+    final_norm_path = "model.language_model.norm|language_model.model.norm"
     image_token = "<image>"
     default_template = "USER: {prompt} ASSISTANT:"
     default_image_template = "USER: {image}\n{prompt} ASSISTANT:"

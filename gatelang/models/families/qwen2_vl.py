@@ -23,6 +23,7 @@ class Qwen2VLAdapter(Adapter):
     down_proj_path = "mlp.down_proj"
     vision_layers_path = "model.visual.blocks|visual.blocks"
     projector_path = "model.visual.merger|visual.merger"
+    final_norm_path = "model.language_model.norm|model.norm"
     image_token = "<|image_pad|>"
     explicit_position_ids = False
     default_template = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
