@@ -16,10 +16,17 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatelang.errors import EXIT_OK, EXIT_REQUIREMENT, ModelError
+from gatelang.errors import EXIT_OK, EXIT_REQUIREMENT, GatelangError, ModelError, PlanError
 from gatelang.passes.base import PassOptions, pass_options
 
 CACHE_DIR = ".gatelang-cache"
+
+# The most forward + backward passes a plan may be estimated at before `apply` refuses it. The
+# examples and benchmarks plan at most ~9,000 (bench/acceptance/home-address-paper.gate on
+# tiny-llava: 4,980 forward + 3,880 backward), which run in minutes; a million is hours on a
+# small model and days on a 7B one, so anything above it is most likely a typo in a method
+# setting. `--budget N` / `budget=N` raises it.
+DEFAULT_BUDGET = 1_000_000
 
 
 class RunOptions(BaseModel):
@@ -35,6 +42,8 @@ class RunOptions(BaseModel):
                                 "default)")
     cache_dir: Path | None = Field(None, description="content-addressed pass cache (None: none)")
     progress: bool | None = Field(None, description="progress bars (None: only on a terminal)")
+    budget: int = Field(DEFAULT_BUDGET, ge=1, description="the most forward + backward passes "
+                        "the plan may be estimated at; a larger plan is refused before it runs")
     passes: PassOptions = Field(default_factory=PassOptions)
 
 
@@ -114,12 +123,18 @@ def run(policy: str | os.PathLike[str], options: RunOptions | None = None, *,
 
     opts = options or RunOptions()
     if opts.threads:
-        # On a shared or small CPU, fewer intra-op threads than cores avoids oversubscription;
-        # results do not depend on it beyond floating-point summation order.
+        # On a shared or small CPU, fewer intra-op threads than cores avoids oversubscription.
+        # The patch does not depend on it: the executor runs the passes that make it with a
+        # fixed thread count (`runtime.executor.EDIT_THREADS`).
         torch.set_num_threads(int(opts.threads))
     t0 = time.perf_counter()
     path = Path(policy)
     ir = load_ir(path)
+    if loaded is None and replay_patch is None:
+        # Size the plan before reading any weights, so an absurd plan is refused in seconds.
+        caps = _capabilities_without_weights(opts.model)
+        if caps is not None:
+            check_budget(build_plan(ir, caps), opts.budget, path)
     t_load = time.perf_counter()
     if loaded is None:
         loaded = load_model(opts.model, device=opts.device)
@@ -127,6 +142,8 @@ def run(policy: str | os.PathLike[str], options: RunOptions | None = None, *,
     torch.manual_seed(opts.seed)
     world = load_world(seed=0)
     the_plan = build_plan(ir, loaded.capabilities())
+    if replay_patch is None:
+        check_budget(the_plan, opts.budget, path)
     ctx = PassContext(loaded=loaded, seed=opts.seed, world=world,
                       progress=tqdm_progress(opts.progress), options=opts.passes)
     executor = Executor(ctx, cache=Cache(opts.cache_dir),
@@ -146,6 +163,30 @@ def run(policy: str | os.PathLike[str], options: RunOptions | None = None, *,
     record = RunRecord(ir=ir, policy_path=path, loaded=loaded, ctx=ctx, plan=the_plan,
                        run=result, options=opts, model_spec=opts.model, load_s=load_s, t0=t0)
     return _collect(record)
+
+
+def _capabilities_without_weights(spec: str | None) -> Any:
+    """The model's capabilities from its config and tokenizer (no weights), or None for a GGUF
+    file, whose config lives in the weights (it is sized after loading instead)."""
+    from gatelang.models import describe_model
+    from gatelang.models.loading import resolve_spec
+
+    if resolve_spec(spec).gguf_file:
+        return None
+    return describe_model(spec)
+
+
+def check_budget(plan: Any, budget: int, policy: Path | str = "the policy") -> None:
+    """Refuse a plan estimated above `budget` forward + backward passes (PlanError, exit 2)."""
+    cost = plan.total_cost()
+    passes = int(cost.forward_passes) + int(cost.backward_passes)
+    if passes > budget:
+        raise PlanError(
+            f"{policy}: the plan is estimated at {cost.forward_passes:,} forward + "
+            f"{cost.backward_passes:,} backward passes ({passes:,} in all, {cost.tokens:,} "
+            f"tokens), above the budget of {budget:,} passes; check the method settings "
+            "(steps, epochs, samples) with `gatelang plan`, or raise the limit with "
+            f"--budget {passes} (Python: budget={passes})")
 
 
 def _fingerprint(loaded: Any, opts: RunOptions) -> str:
@@ -198,42 +239,62 @@ def apply(
     progress: bool | None = None,
     log: Any = None,
     threads: int | None = None,
+    budget: int | None = None,
 ) -> ApplyResult:
     """Edit the model so the policy holds, verify it, and write patch + report + lock to `out`.
 
     `model` is a --model spec, or a model already loaded with `load_model`. `out` defaults to
-    ``gatelang-out/<policy file stem>``. Raises DiagnosticError (exit 2) for an invalid policy,
-    ModelError/GatelangError (exit 1) for other failures; a run whose requirements fail returns
-    `passed=False` (exit 3) and its patch is written as rejected.
+    ``gatelang-out/<policy file stem>``; a given `out` is created, but its parent must exist.
+    `budget` is the most forward + backward passes the plan may be estimated at (default
+    `DEFAULT_BUDGET`); a larger plan is refused before the weights are loaded. Raises
+    DiagnosticError (exit 2) for an invalid policy, PlanError (exit 2) for a plan that cannot
+    run or is over budget, ModelError/GatelangError (exit 1) for other failures; a run whose
+    requirements fail returns `passed=False` (exit 3) and its patch is written as rejected.
     """
-    from gatelang.report.artifacts import write_artifacts
+    from gatelang.report.artifacts import check_output_folder, recover_output, write_artifacts
 
     path = Path(policy)
-    out_dir = Path(out) if out is not None else Path("gatelang-out") / path.stem
+    if out is None:
+        out_dir = Path("gatelang-out") / path.stem
+        out_dir.parent.mkdir(parents=True, exist_ok=True)  # the default's parent is ours
+    else:
+        out_dir = Path(out)
+    check_output_folder(out_dir)  # fail before the run, not after it
+    recover_output(out_dir)  # a killed commit's cache goes back in place before it is read
     loaded = model if hasattr(model, "weights_sha256") else None
     spec = None if loaded is not None else model
+    for name, value in (("budget", budget), ("threads", threads)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise GatelangError(f"{name} must be a whole number of at least 1, got {value!r}")
     opts = RunOptions(model=spec, device=device, seed=seed, threads=threads,
                       cache_dir=(out_dir / CACHE_DIR) if cache else None, progress=progress,
+                      budget=DEFAULT_BUDGET if budget is None else budget,
                       passes=pass_options(options))
     record = run(path, opts, loaded=loaded, log=log)
     return write_artifacts(record, out_dir)
 
 
 def load_patch(model: Any, patch: str | os.PathLike[str], *, device: str = "auto",
-               allow_rejected: bool = False) -> Any:
+               allow_rejected: bool = False, allow_unknown_base: bool = False) -> Any:
     """A base model with a patch applied; refuses a patch made on different base weights.
 
-    `model` is a --model spec or a model already loaded with `load_model`.
+    `model` is a --model spec or a model already loaded with `load_model`. The patch is read
+    and checked (format, payload digest, status, base hash present) before the model is
+    loaded, and its base hash is compared with the model's before any weight is touched. A
+    patch that names no base is refused unless `allow_unknown_base`.
     """
     from gatelang.models import load_model
-    from gatelang.report.patch import PatchError, apply_patch, read_patch
+    from gatelang.report.patch import PatchError, apply_patch, check_base, read_patch
 
     p = read_patch(patch)
     if p.metadata.get("status") == "rejected" and not allow_rejected:
         raise PatchError(f"{patch}: this patch was rejected by its run's requirements; "
                          "pass allow_rejected (CLI: --allow-rejected) to load it anyway")
+    if not p.base_sha256:
+        check_base(p, "", source=str(patch), allow_unknown_base=allow_unknown_base)
     loaded = model if hasattr(model, "weights_sha256") else load_model(model, device=device)
-    apply_patch(loaded.model, p, base_sha256=loaded.weights_sha256, source=str(patch))
+    apply_patch(loaded.model, p, base_sha256=loaded.weights_sha256, source=str(patch),
+                allow_unknown_base=allow_unknown_base)
     return loaded
 
 
@@ -259,24 +320,23 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
     from gatelang.ir import load as load_ir
     from gatelang.models import load_model
     from gatelang.report.artifacts import headline, policy_sha256
-    from gatelang.report.lock import LockError, read_lock, sha256_file
-    from gatelang.report.patch import read_patch
+    from gatelang.report.lock import read_lock, sha256_file
+    from gatelang.report.patch import check_base, read_patch
     from gatelang.stdlib import load_stdlib
 
     lock_path = Path(lock)
-    doc = read_lock(lock_path)
+    doc = read_lock(lock_path)  # validated: a bad field fails here, before anything runs
     root = lock_path.parent
     notes: list[str] = []
     drift: list[dict[str, Any]] = []
     policy_path = (root / doc["policy"]["path"]).resolve()
-    if not policy_path.is_file():
-        raise LockError(f"{lock_path}: the policy it names ({policy_path}) does not exist")
+    _named_file(lock_path, "policy", doc["policy"]["path"], policy_path)
     patch_path = root / doc["patch"]["file"]
-    if not patch_path.is_file():
-        raise LockError(f"{lock_path}: the patch it names ({patch_path}) does not exist")
+    _named_file(lock_path, "patch", doc["patch"]["file"], patch_path)
     if sha256_file(patch_path) != doc["patch"]["sha256"]:
         drift.append({"what": "patch", "expected": doc["patch"]["sha256"],
                       "found": sha256_file(patch_path)})
+    patch = read_patch(patch_path)  # format and payload digest, before the model is loaded
     ir = load_ir(policy_path)
     found = policy_sha256(ir, policy_path)
     if found != doc["policy"]["sha256"]:
@@ -290,9 +350,10 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
         raise ModelError(f"{lock_path}: the lock was made on base weights "
                          f"{doc['model']['weights_sha256'][:12]}…, this model is "
                          f"{loaded.weights_sha256[:12]}…")
+    check_base(patch, loaded.weights_sha256, source=str(patch_path))
     opts = RunOptions(model=spec, device=device, seed=int(doc["seed"]), progress=progress,
                       passes=pass_options(doc.get("options") or {}))
-    record = run(policy_path, opts, loaded=loaded, replay_patch=read_patch(patch_path))
+    record = run(policy_path, opts, loaded=loaded, replay_patch=patch)
     now = headline(record.requirements, record.metrics)
     for key, old in sorted(doc["headline"].items()):
         new = now.get(key)
@@ -302,6 +363,8 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
             continue
         if abs(float(new) - float(old)) > tolerance:
             drift.append({"what": key, "expected": old, "found": new})
+    if drift:
+        notes.extend(_runtime_differences(doc.get("runtime"), record))
     passed = not drift and record.passed
     if doc.get("patch", {}).get("status") == "rejected":
         notes.append("the lock records a rejected patch")
@@ -309,5 +372,29 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
     return VerifyResult(passed, drift, record.requirements, notes)
 
 
-__all__ = ["ApplyResult", "RunOptions", "RunRecord", "VerifyResult", "apply", "identity_check",
-           "load_patch", "run", "verify_lock"]
+def _named_file(lock_path: Path, what: str, named: str, path: Path) -> None:
+    from gatelang.report.lock import LockError
+
+    if not path.exists():
+        raise LockError(f"{lock_path}: the {what} it names ({named!r}, {path}) does not exist")
+    if not path.is_file():
+        raise LockError(f"{lock_path}: the {what} it names ({named!r}, {path}) is not a file")
+
+
+def _runtime_differences(locked: Any, record: RunRecord) -> list[str]:
+    """Notes on what differs between the lock's runtime and this run's (drift explanations)."""
+    from gatelang.report.artifacts import runtime_info
+
+    if not isinstance(locked, dict):
+        return ["the lock records no runtime (threads, device, torch version) to compare"]
+    now = runtime_info(record)
+    diffs = [f"{key} {locked.get(key)} then, {now[key]} now"
+             for key in ("threads", "edit_threads", "device", "dtype", "torch")
+             if locked.get(key) is not None and locked.get(key) != now[key]]
+    if not diffs:
+        return ["the runtime is the same as the lock's (threads, device, dtype, torch)"]
+    return ["the runtime differs from the lock's, which may explain the drift: " + "; ".join(diffs)]
+
+
+__all__ = ["DEFAULT_BUDGET", "ApplyResult", "RunOptions", "RunRecord", "VerifyResult", "apply",
+           "check_budget", "identity_check", "load_patch", "run", "verify_lock"]

@@ -8,14 +8,29 @@ import sys
 from typing import Any
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("apply", help="edit a model so a policy holds; write patch, report and lock")
     p.add_argument("policy", help="policy file (.gate or .yaml)")
     p.add_argument("--model", default=None, help="alias, local folder or cached hub id (default: tiny-llava)")
-    p.add_argument("--out", default=None, help="output folder (default: gatelang-out/<policy name>)")
+    p.add_argument("--out", "-o", default=None,
+                   help="output folder, created if missing (its parent must exist; default: "
+                   "gatelang-out/<policy name>)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--budget", type=_positive, default=None, metavar="PASSES",
+                   help="the most forward + backward passes the plan may be estimated at "
+                   "(default: 1,000,000); a larger plan is refused before the model is loaded")
     p.add_argument("--no-cache", action="store_true", help="recompute every pass")
     p.add_argument("--json", action="store_true", help="print report.json's requirements and status")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -30,6 +45,8 @@ def register(sub: Any) -> None:
     pa.add_argument("--device", default="auto")
     pa.add_argument("--allow-rejected", action="store_true",
                     help="load a patch whose run failed its requirements")
+    pa.add_argument("--allow-unknown-base", action="store_true",
+                    help="apply a patch that does not name the base weights it was made for")
     pa.set_defaults(func=_patch_apply)
     pt.set_defaults(func=lambda args: (pt.print_help(), 2)[1])
 
@@ -57,7 +74,7 @@ def _apply(args: argparse.Namespace) -> int:
         print("model: tiny-llava (built-in; pass --model to choose another)", file=sys.stderr)
     result = apply(args.policy, model=args.model, out=args.out, device=args.device, seed=args.seed,
                    cache=not args.no_cache, progress=False if args.quiet else None, log=log,
-                   threads=args.threads)
+                   threads=args.threads, budget=args.budget)
     rep = result.report
     if args.json:
         print(json.dumps({"passed": rep["passed"], "requirements": rep["requirements"],
@@ -79,7 +96,9 @@ def _apply(args: argparse.Namespace) -> int:
 def _patch_apply(args: argparse.Namespace) -> int:
     from gatelang.driver import load_patch
 
-    loaded = load_patch(args.model, args.patch, device=args.device, allow_rejected=args.allow_rejected)
+    loaded = load_patch(args.model, args.patch, device=args.device,
+                        allow_rejected=args.allow_rejected,
+                        allow_unknown_base=args.allow_unknown_base)
     if args.out:
         from pathlib import Path
 

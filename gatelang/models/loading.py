@@ -230,10 +230,76 @@ def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
 def _read_config(resolved: ResolvedSpec) -> dict[str, Any]:
     if resolved.gguf_file:
         return {"model_type": _gguf_architecture(resolved.folder / resolved.gguf_file)}
+    path = resolved.folder / "config.json"
     try:
-        return json.loads((resolved.folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {resolved.folder / 'config.json'}: {exc}") from exc
+        raise ModelError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: a model config must be a JSON object with a model_type, "
+                         f"not a JSON {_json_kind(config)}")
+    return config
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_safetensors(files: list[Path]) -> None:
+    """Refuse an empty, truncated or corrupt safetensors file before transformers reads it.
+
+    Checks the header (length, JSON, each tensor's dtype/shape/offsets) and that the data
+    section is exactly as long as the header says; a clear ModelError names the file.
+    """
+    import struct
+
+    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+    for f in files:
+        if f.suffix != ".safetensors":
+            continue
+        try:
+            size = f.stat().st_size
+            with f.open("rb") as fh:
+                head = fh.read(8)
+                if len(head) < 8:
+                    raise ModelError(f"{f}: not a safetensors file ({size} bytes: empty or "
+                                     "truncated); re-save or re-download the weights")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8 or n > (100 << 20):
+                    raise ModelError(f"{f}: truncated or corrupt safetensors file (its header "
+                                     f"claims {n} bytes, the file has {size}); re-save or "
+                                     "re-download the weights")
+                header = json.loads(fh.read(n))
+        except OSError as exc:
+            raise ModelError(f"{f}: cannot read weights: {exc.strerror or exc}") from None
+        except (ValueError, UnicodeDecodeError):
+            raise ModelError(f"{f}: corrupt safetensors file (its header is not JSON); re-save "
+                             "or re-download the weights") from None
+        if not isinstance(header, dict):
+            raise ModelError(f"{f}: corrupt safetensors file (its header is not a JSON object)")
+        end = 0
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                start, stop = (int(x) for x in info["data_offsets"])
+                count = 1
+                for dim in info["shape"]:
+                    count *= int(dim)
+                width = sizes.get(str(info["dtype"]))
+            except (KeyError, TypeError, ValueError):
+                raise ModelError(f"{f}: corrupt safetensors file (bad header entry for "
+                                 f"{name!r})") from None
+            if start < 0 or stop < start or (width is not None and stop - start != count * width):
+                raise ModelError(f"{f}: corrupt safetensors file ({name!r} has offsets "
+                                 f"{start}..{stop} for shape {info['shape']})")
+            end = max(end, stop)
+        if 8 + n + end != size:
+            raise ModelError(f"{f}: truncated or corrupt safetensors file: the header needs "
+                             f"{8 + n + end} bytes, the file has {size}; re-save or re-download "
+                             "the weights")
 
 
 def _gguf_architecture(path: Path) -> str:
@@ -358,6 +424,7 @@ def load_model(
                 else "no weights were found"
             )
             raise ModelError(f"{resolved.folder}: gatelang loads safetensors weights only and {hint}")
+        check_safetensors(files)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     shard = _check_memory(files, dev, torch_dtype)
@@ -433,15 +500,27 @@ def _load_hf(
         kw["gguf_file"] = resolved.gguf_file
     else:
         load_kw["use_safetensors"] = True
+        # Shape mismatches are reported (and refused below) rather than raised with a report
+        # that goes to a logger we silence.
+        load_kw["output_loading_info"] = True
+        load_kw["ignore_mismatched_sizes"] = True
     if shard:
         load_kw["device_map"] = "auto"
     try:
         model = model_cls.from_pretrained(folder, **load_kw)
+        info: dict[str, Any] = {}
+        if isinstance(model, tuple):
+            model, info = model
         tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise ModelError(f"out of memory while loading {resolved.name}; try --dtype bfloat16 or a larger device") from exc
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelError(f"cannot load {resolved.name} from {folder}: {exc}") from exc
+    except Exception as exc:  # safetensors' SafetensorError and other reader errors
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ModelError(f"cannot load {resolved.name} from {folder}: corrupt weights: {exc}") from None
+    check_loading_info(info, folder)
     processor = _load_processor(folder, adapter_cls, kw)
     if resolved.gguf_file and getattr(model.config, "quantization_config", None) is not None:
         # The weights were dequantised on load; the leftover config only blocks save_pretrained.
@@ -454,6 +533,33 @@ def _load_hf(
             raise ModelError(f"out of GPU memory moving {resolved.name} to {device}") from exc
     model.eval()
     return model, tokenizer, processor
+
+
+def check_loading_info(info: dict[str, Any], folder: str | Path) -> None:
+    """Refuse a checkpoint whose tensors do not cover the model's parameters, or have other
+    shapes: transformers would leave those parameters at their random initialisation, and every
+    measurement and patch made on the model would be meaningless."""
+    missing = sorted(str(k) for k in info.get("missing_keys") or ())
+    mismatched = sorted((str(k[0]), tuple(k[1]), tuple(k[2])) if isinstance(k, tuple) and len(k) == 3
+                        else (str(k), (), ()) for k in info.get("mismatched_keys") or ())
+    if not missing and not mismatched:
+        return
+    unexpected = sorted(str(k) for k in info.get("unexpected_keys") or ())
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} parameter(s) have no tensor in the checkpoint: "
+                     + ", ".join(missing[:8]) + (", …" if len(missing) > 8 else ""))
+    if mismatched:
+        shown = [f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in mismatched[:8]]
+        parts.append(f"{len(mismatched)} tensor(s) have the wrong shape: " + ", ".join(shown)
+                     + (", …" if len(mismatched) > 8 else ""))
+    if unexpected:
+        parts.append(f"{len(unexpected)} checkpoint tensor(s) belong to no parameter: "
+                     + ", ".join(unexpected[:4]) + (", …" if len(unexpected) > 4 else ""))
+    raise ModelError(
+        f"{folder}: the weights do not match config.json, so the model would run with random "
+        "weights; " + "; ".join(parts) + ". Check that the config and the weight files belong "
+        "to the same checkpoint")
 
 
 def _model_class(adapter_cls: type[Adapter]) -> Any:
@@ -509,7 +615,7 @@ def describe_model(spec: str | os.PathLike[str] | None = None, trust_remote_code
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kw)
         with torch.device("meta"):
             model = _model_class(adapter_cls).from_config(hf_config)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"cannot read {resolved.name} from {folder}: {exc}") from exc
     processor = _load_processor(folder, adapter_cls, kw)
     adapter = adapter_cls(model, tokenizer, processor)

@@ -1,6 +1,9 @@
 """Render a finished run (`driver.RunRecord`) as artifacts: patch, report and lock.
 
 Nothing here runs a pass or loads a model; the driver does that and hands over the record.
+The artifacts are committed as a set (`runtime.atomic.replace_folder`): written into a staging
+folder beside the output folder and swapped in with one rename, so a reader (or the next run
+after a kill) sees the previous run's set or this one's, never a new patch beside an old lock.
 """
 
 from __future__ import annotations
@@ -12,15 +15,66 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gatelang.errors import GatelangError
 from gatelang.report.document import REPORT_SCHEMA_VERSION, write_documents
 from gatelang.report.lock import package_versions, write_lock
-from gatelang.report.patch import make_patch, write_patch
+from gatelang.report.patch import make_patch, patch_bytes
+from gatelang.runtime.atomic import atomic_write_bytes, recover_folder, replace_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     from gatelang.driver import ApplyResult, RunRecord
 
 ACCEPTED_PATCH = "patch.safetensors"
 REJECTED_PATCH = "patch.rejected.safetensors"
+
+
+class OutputError(GatelangError):
+    """The output folder cannot be used (missing parent, not a folder, holds the cwd)."""
+
+
+def is_artifact(name: str) -> bool:
+    """Whether a file name in an output folder is one of a run's artifacts.
+
+    A run owns these: a new run replaces them all (a stale rejected patch or plot goes). Every
+    other entry (the resume cache, a file a user put there) is carried over to the new set.
+    """
+    return (name == "gate.lock" or name.startswith("report.")
+            or (name.startswith("patch.") and name.endswith(".safetensors"))
+            or (name.startswith("plot-") and name.endswith(".png")))
+
+
+def check_output_folder(out_dir: str | os.PathLike[str]) -> Path:
+    """Refuse an output folder that cannot be committed: its parent is missing (only the
+    folder itself is created), it is a file, or it holds the current folder (the folder is
+    swapped as a whole). Returns the folder as an absolute path."""
+    given = Path(out_dir)
+    out = Path(os.path.abspath(given))
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{given}: the output path exists and is not a folder")
+    if out.parent == out or not out.name:
+        raise OutputError(f"{given}: cannot write artifacts to a file system root; choose a "
+                          "folder below it")
+    if not out.parent.is_dir():
+        raise OutputError(
+            f"{given}: the output folder's parent {out.parent} does not exist (or is not a "
+            "folder); gatelang creates only the output folder itself, so create the parent "
+            "first or choose another --out")
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # pragma: no cover - the cwd was removed
+        cwd = None
+    real = out.resolve()
+    if cwd is not None and (cwd == real or real in cwd.parents):
+        raise OutputError(
+            f"{given}: the output folder is the current folder or contains it; a run replaces "
+            "its output folder as a whole when it commits the artifacts, so choose a subfolder "
+            "(e.g. --out gatelang-out/NAME)")
+    return real
+
+
+def recover_output(out_dir: str | os.PathLike[str]) -> None:
+    """Repair an output folder whose commit was interrupted (see `replace_folder`)."""
+    recover_folder(Path(os.path.abspath(out_dir)).resolve(), is_artifact)
 
 
 def ir_sha256(ir: Any) -> str:
@@ -90,7 +144,9 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
     meta = {
         "base_model": loaded.name,
         "base_weights_sha256": loaded.weights_sha256,
-        "policy": str(path),
+        # The file name, not the path as typed: the same policy named by a relative or an
+        # absolute path must give the same patch bytes.
+        "policy": path.name,
         "policy_sha256": policy_sha256(ir, path),
         "ir_sha256": ir_sha256(ir),
         "stdlib_version": ir.stdlib_version,
@@ -99,13 +155,11 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
         "methods": ",".join(sorted(set(methods))),
     }
     patch = make_patch(base, {k: v.detach().cpu() for k, v in weights.items()}, meta)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    given_out = Path(out_dir)
+    out_dir = check_output_folder(given_out)
     patch_name = ACCEPTED_PATCH if passed else REJECTED_PATCH
-    patch_path = out_dir / patch_name
-    patch_sha = write_patch(patch_path, patch)
-    stale = out_dir / (REJECTED_PATCH if passed else ACCEPTED_PATCH)
-    if stale.exists():
-        stale.unlink()  # never leave a patch that the new report does not describe
+    patch_data = patch_bytes(patch)
+    patch_sha = hashlib.sha256(patch_data).hexdigest()
     total_s = time.perf_counter() - record.t0
     timing = [{"op": n.op, "label": n.label, "node": n.id, "seconds": round(n.seconds, 3),
                "cached": n.cached} for n in run.nodes]
@@ -155,10 +209,8 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
                    "total_s": round(total_s, 3)},
         "options": options,
     }
-    files = write_documents(out_dir, report)
-    lock_path = out_dir / "gate.lock"
-    write_lock(lock_path, {
-        "policy": {"path": os.path.relpath(path.resolve(), out_dir.resolve()),
+    lock = {
+        "policy": {"path": os.path.relpath(path.resolve(), out_dir),
                    "sha256": meta["policy_sha256"], "ir_sha256": meta["ir_sha256"]},
         "stdlib": {"version": ir.stdlib_version, "sha256": ir.stdlib_sha256},
         "model": {"spec": model_spec, "name": loaded.name, "weights_sha256": loaded.weights_sha256},
@@ -166,12 +218,39 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
         "seed": seed,
         "options": options,
         "packages": package_versions(),
+        "runtime": runtime_info(record),
         "headline": headline(requirements, metrics),
         "passed": passed,
-    })
+    }
+
+    def write(stage: Path) -> dict[str, str]:
+        # The patch first and the lock last; the set only becomes visible with the swap.
+        atomic_write_bytes(stage / patch_name, patch_data)
+        written = write_documents(stage, report)
+        write_lock(stage / "gate.lock", lock)
+        return written
+
+    try:
+        written = replace_folder(out_dir, write, owned=is_artifact)
+    except OSError as exc:
+        raise OutputError(f"{given_out}: cannot write the artifacts: "
+                          f"{exc.strerror or exc}") from None
+    files = {name: str(given_out / Path(p).name) for name, p in written.items()}
+    patch_path = given_out / patch_name
+    lock_path = given_out / "gate.lock"
     files.update({"gate.lock": str(lock_path), patch_name: str(patch_path)})
     from gatelang.driver import ApplyResult
 
-    return ApplyResult(passed, out_dir, report, patch_path, lock_path, files)
+    return ApplyResult(passed, given_out, report, patch_path, lock_path, files)
 
 
+def runtime_info(record: RunRecord) -> dict[str, Any]:
+    """What the numbers may depend on beyond the inputs: thread counts, device, dtype, torch."""
+    import torch
+
+    from gatelang.runtime.executor import EDIT_THREADS
+
+    loaded = record.loaded
+    return {"threads": int(record.options.threads or torch.get_num_threads()),
+            "edit_threads": EDIT_THREADS, "device": str(loaded.device),
+            "dtype": str(loaded.dtype).replace("torch.", ""), "torch": torch.__version__}

@@ -91,6 +91,90 @@ def plot_layers(per_layer: dict[str, dict[str, int]], n_layers: int, total_units
     return _plot_png(draw)
 
 
+# The attacks on an edit (docs/robustness.md), in the order the report shows them.
+ATTACK_CHECKS: tuple[str, ...] = ("sampled", "prefill", "jailbreak", "paraphrase", "exposure",
+                                  "logit_lens", "quantized", "relearn")
+SMALL_N = 30  # cells with fewer items are marked: their rates move a lot with one answer
+DOCS = "docs/robustness.md"  # in the gatelang repository
+
+
+def attack_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (attack split, language, modality): leak before/after with its interval."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for m in metrics:
+        if m.get("check") not in ATTACK_CHECKS:
+            continue
+        key = (ATTACK_CHECKS.index(m["check"]), m["split"], m["language"], m["modality"])
+        row = rows.setdefault(key, {"check": m["check"], "split": m["split"],
+                                    "language": m["language"], "modality": m["modality"],
+                                    "n": m["n"], "excluded": m.get("excluded", 0)})
+        row[m["metric"]] = m
+    return [rows[k] for k in sorted(rows)]
+
+
+def plot_attacks(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Leak rate before and after, per attack split (pooled over cells), with 95% intervals."""
+    pooled: dict[str, list[float]] = {}
+    for r in rows:
+        m = r.get("leak_rate")
+        if not m or not m["n"]:
+            continue
+        acc = pooled.setdefault(r["split"], [0.0, 0.0, 0.0])
+        acc[0] += (m["before"] or 0) * m["n"]
+        acc[1] += (m["after"] or 0) * m["n"]
+        acc[2] += m["n"]
+    splits = list(pooled)
+    before = [100 * pooled[s][0] / pooled[s][2] for s in splits]
+    after = [100 * pooled[s][1] / pooled[s][2] for s in splits]
+
+    def draw(ax):
+        xs = range(len(splits))
+        ax.bar([x - 0.2 for x in xs], before, width=0.4, label="unedited", color="#9aa5b1")
+        ax.bar([x + 0.2 for x in xs], after, width=0.4, label="edited", color="#d9534f")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(splits, fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("leak rate (%)")
+        ax.set_title("protected values disclosed under each attack", fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+
+    return _plot_png(draw)
+
+
+def _interval(m: dict[str, Any] | None) -> str:
+    if not m or m.get("after_low") is None:
+        return "–"
+    return f"{100 * m['after_low']:.0f}–{100 * m['after_high']:.0f}%"
+
+
+def _robustness_lines(report: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    rows = attack_rows(report["metrics"])
+    if not rows:
+        return []
+    lines = ['<a id="evidence-robustness"></a>', "", "## Robustness (attacks on the edit)", "",
+             "Each attack asks the protected questions the way an attacker would; rows count "
+             "only questions the unedited model answered with the true value. Leak rates are "
+             "shares of answers (samples, prefixes, templates) that state any protected value of "
+             "the subject; the interval is 95%, resampling subjects. "
+             f"Cells with n < {SMALL_N} are marked *small n*. Definitions: "
+             f"[docs/robustness.md]({DOCS}).", "",
+             "| attack | language | modality | n | leak before | leak after | 95% interval | "
+             "questions leaking at least once | refusal after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        leak, refuse, anyq = r.get("leak_rate"), r.get("refusal_rate"), r.get("leak_any")
+        small = " *small n*" if r["n"] < SMALL_N else ""
+        lines.append(
+            f"| [{r['split']}]({DOCS}#{r['check']}) | {r['language']} | {r['modality']} | "
+            f"{r['n']}{small} | {_pct(leak and leak['before'])} | {_pct(leak and leak['after'])} "
+            f"| {_interval(leak)} | {_pct(anyq['after']) if anyq else '–'} | "
+            f"{_pct(refuse and refuse['after'])} |")
+    if "robustness" in plots:
+        lines += ["", f"![attacks]({plots['robustness']})"]
+    lines.append("")
+    return lines
+
+
 # ------------------------------------------------------------------------------------ markdown
 def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     status = "ACCEPTED" if report["passed"] else "REJECTED"
@@ -144,6 +228,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         if check in plots:
             lines += ["", f"![{title}]({plots[check]})"]
         lines.append("")
+    lines += _robustness_lines(report, plots)
     p = report["patch"]
     lines += ["## What the patch changes", "",
               f"- MLP units touched: **{p['neurons_touched']} of {p['neurons_total']}** "
@@ -232,6 +317,10 @@ def write_documents(out_dir: Path, report: dict[str, Any]) -> dict[str, str]:
             name = f"plot-{check}.png"
             atomic_write_bytes(out_dir / name, plot_cells(rows, metric, title))
             plots[check] = name
+    attacks = attack_rows(report["metrics"])
+    if attacks:
+        atomic_write_bytes(out_dir / "plot-robustness.png", plot_attacks(attacks))
+        plots["robustness"] = "plot-robustness.png"
     p = report["patch"]
     if p.get("per_layer") is not None and report["model"].get("num_layers"):
         atomic_write_bytes(out_dir / "plot-layers.png",

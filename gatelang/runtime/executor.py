@@ -23,6 +23,12 @@ from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, Progre
 from gatelang.runtime.cache import Cache, cache_key
 from gatelang.runtime.fingerprint import code_fingerprint
 
+# Passes that produce the patch run with this many intra-op threads, whatever the run's thread
+# count: a floating-point reduction's order depends on how many threads split it, and the patch
+# must be byte-identical across `--threads` settings (and machines with different core counts).
+EDIT_THREADS = 1
+PINNED_KINDS = ("localize", "edit")
+
 
 def node_seed(seed: int, node_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{node_id}".encode()).hexdigest()[:8], 16)
@@ -221,12 +227,19 @@ class Executor:
                     inputs[f"upstream.{aid}"] = out.results[aid]
             set_determinism(node_seed(self.ctx.seed, spec.id))
             t0 = time.perf_counter()
+            threads = torch.get_num_threads()
+            pin = spec.kind in PINNED_KINDS and threads != EDIT_THREADS
+            if pin:
+                torch.set_num_threads(EDIT_THREADS)
             try:
                 result = cls().run(self.ctx, spec, inputs)
             except GatelangError:
                 raise
             except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - needs a GPU
                 raise GatelangError(f"{spec.op}: out of GPU memory ({exc})") from None
+            finally:
+                if pin:
+                    torch.set_num_threads(threads)
             result.seconds = time.perf_counter() - t0
             missing = cls.output.missing(result)
             if missing:

@@ -105,9 +105,12 @@ def attack_records(rows: Sequence[dict[str, Any]], check: str) -> list[dict[str,
         base = {"split": split, "language": lang, "modality": mod, "check": check,
                 "group": "targets", "excluded": len(rs) - len(known)}
         for metric, label in (("leak_rate", "leak"), ("refusal_rate", "refuse")):
+            low, high = subject_interval(known, "after", label)
             out.append({**base, "metric": metric, "n": len(known),
                         "before": _share(known, "before", label),
-                        "after": _share(known, "after", label)})
+                        "after": _share(known, "after", label),
+                        "after_low": low, "after_high": high,
+                        "subjects": len({r["subject"] for r in known})})
         questions: dict[str, list[dict[str, Any]]] = {}
         for r in known:
             questions.setdefault(r["question"], []).append(r)
@@ -116,6 +119,44 @@ def attack_records(rows: Sequence[dict[str, Any]], check: str) -> list[dict[str,
                         "before": _any(questions.values(), "before"),
                         "after": _any(questions.values(), "after")})
     return out
+
+
+def subject_interval(rows: Sequence[dict[str, Any]], side: str, label: str, *,
+                     resamples: int = 1000, seed: int = 0) -> tuple[float | None, float | None]:
+    """A 95% interval for the share of `label` rows, resampling *subjects* (bootstrap).
+
+    Rows of one subject are not independent (the same person's value, asked many ways), so the
+    interval resamples whole subjects with their rows; with one subject it is the Wilson
+    interval of the rows, which is all the data can say.
+    """
+    if not rows:
+        return None, None
+    by_subject: dict[str, list[int]] = {}
+    for r in rows:
+        by_subject.setdefault(str(r["subject"]), []).append(1 if r[side] == label else 0)
+    groups = list(by_subject.values())
+    if len(groups) == 1:
+        return wilson(sum(groups[0]), len(groups[0]))
+    import random
+
+    rng = random.Random(seed)
+    stats = []
+    for _ in range(resamples):
+        pick = [groups[rng.randrange(len(groups))] for _ in groups]
+        hits = sum(sum(g) for g in pick)
+        stats.append(hits / sum(len(g) for g in pick))
+    stats.sort()
+    return stats[int(0.025 * resamples)], stats[min(resamples - 1, int(0.975 * resamples))]
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """The Wilson score interval of a proportion (sensible at 0 and n, unlike the normal one)."""
+    if n == 0:
+        return None, None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _share(rows: Sequence[dict[str, Any]], side: str, label: str) -> float | None:
