@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,82 @@ def test_names_may_use_any_script() -> None:
     assert again.ir is not None and again.ir.semantic_dump() == gate.ir.semantic_dump()
     with pytest.raises(DiagnosticError):
         parse_gate('gatelang 1\nsubjects 1abc = ["x"]\n', "d.gate")  # no leading digit
+
+
+# -- adversarial input (tests/hardening/) ----------------------------------------------------
+
+HARDENING = Path(__file__).parent / "hardening"
+
+
+@pytest.mark.parametrize("name", ["a b", "~", "<script>", "1st", "x.y", ""])
+def test_yaml_policy_and_subject_set_names_follow_the_name_syntax(name: str) -> None:
+    """Defect 1: YAML names outside the `.gate` name syntax passed `check` (and reached HTML)."""
+    for text in (
+        f'gatelang: 1\npolicies:\n  {json.dumps(name)}:\n    rules: []\n',
+        f'gatelang: 1\nsubjects:\n  {json.dumps(name)}: ["Alice Okafor"]\n',
+    ):
+        with pytest.raises(DiagnosticError) as exc:
+            parse_yaml(text, "n.yaml")
+        d = exc.value.diagnostics[0]
+        assert d.code == "G006" and d.span is not None and (d.span.line, d.span.col) == (3, 3)
+
+
+def test_yaml_names_in_any_script_still_pass() -> None:
+    src = parse_yaml('gatelang: 1\nsubjects:\n  客户: ["王秀英"]\n  vip-2: ["A"]\n', "n.yaml")
+    assert [i.name.text for i in src.items] == ["客户", "vip-2"]
+
+
+def test_bad_yaml_names_fixture_reports_each_name() -> None:
+    result = check(HARDENING / "bad-names.yaml")
+    assert [(d.code, d.span.line) for d in result.errors] == [
+        ("G006", 4), ("G006", 5), ("G006", 7), ("G006", 13)]
+
+
+def test_cr_only_line_ends_are_line_ends() -> None:
+    """Defect 10: with CR-only line ends the first comment swallowed the whole file."""
+    cr = parse_gate((HARDENING / "cr-only.gate").read_text(encoding="utf-8"), "cr.gate")
+    lf = parse_gate((ROOT / "docs/examples/home-address.gate").read_text(encoding="utf-8"),
+                    "lf.gate")
+    assert [type(i).__name__ for i in cr.items] == [type(i).__name__ for i in lf.items]
+    assert [i.span for i in cr.items] == [i.span.model_copy(update={"file": "cr.gate"})
+                                          for i in lf.items]
+    # A string may not run past a lone CR either.
+    with pytest.raises(DiagnosticError) as exc:
+        parse_source('gatelang 1\rsubjects s = ["a\rb"]\r', "s.gate")
+    assert exc.value.diagnostics[0].span.line == 2
+
+
+def test_cr_only_file_formats_like_its_lf_twin() -> None:
+    assert fmt(HARDENING / "cr-only.gate") == (ROOT / "docs/examples/home-address.gate").read_text(
+        encoding="utf-8")
+
+
+def test_empty_require_round_trips_through_yaml() -> None:
+    """Defect 12: `require {}` became `require:` (null), which the YAML loader refused."""
+    as_yaml = convert(HARDENING / "require-empty.gate", "yaml")
+    assert "    require: []\n" in as_yaml
+    back = format_source(parse_source(as_yaml, "r.yaml"), "gate")
+    assert "  require {}\n" in back
+    assert check_text(as_yaml, "r.yaml").ok
+
+
+@pytest.mark.parametrize("name", ["surrogate.gate", "surrogate.yaml"])
+def test_lone_surrogate_escape_is_a_located_error(name: str) -> None:
+    """Defect 7: a `\\ud800` escape made a lone surrogate that crashed plan/fmt/convert."""
+    result = check(HARDENING / name)
+    d = result.errors[0]
+    assert d.code == ("G001" if name.endswith(".gate") else "G002")
+    assert d.span is not None and (d.span.line, d.span.col) in ((6, 29), (7, 17))
+    result.render().encode("utf-8")  # printable: nothing unencodable in the message
+
+
+def test_surrogate_pair_escapes_still_work() -> None:
+    src = parse_gate('gatelang 1\nsubjects s = ["\\ud83d\\ude00"]\n', "p.gate")
+    assert src.items[0].members[0].text == "\U0001f600"
+
+
+def test_lone_surrogate_in_text_held_in_memory_is_located() -> None:
+    result = check_text('gatelang 1\nsubjects s = ["a\ud800"]\n', "m.gate")
+    d = result.errors[0]
+    assert d.code == "G004" and (d.span.line, d.span.col) == (2, 17)
+    result.render().encode("utf-8")

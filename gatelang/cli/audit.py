@@ -26,6 +26,11 @@ def register(sub: Any) -> None:
     p.add_argument("--per-cell", type=int, default=None, metavar="N",
                    help="cap target items per cell (evenly spread; default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--attacks", action="store_true",
+                   help="also run the attacks apply verifies with (docs/robustness.md): how much "
+                        "leaks today under sampling, prefills, quantization, relearning, ...")
+    p.add_argument("--attack-items", type=int, default=None, metavar="N",
+                   help="protected questions per attack (default: the stdlib's, 24)")
     p.set_defaults(func=_audit)
 
 
@@ -49,6 +54,7 @@ def _audit(args: argparse.Namespace) -> int:
             trust_remote_code=args.trust_remote_code, batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens, include_edit=args.include_edit,
             target_per_cell=args.per_cell, progress=not args.quiet and sys.stderr.isatty(),
+            attacks=args.attacks, attack_items=args.attack_items,
         )
     except FileNotFoundError as exc:
         raise GatelangError(f"error: {exc}") from None
@@ -63,6 +69,9 @@ def _audit(args: argparse.Namespace) -> int:
             print(report.headline())
         else:
             print("nothing to measure: the file has no refuse rules")
+        if report.attacks:
+            print("\nunder attack (unedited model; rows of questions it answers plainly):")
+            print(report.attack_table())
         for note in report.notes:
             print(f"note: {note}")
         print(f"{len(report.items)} answers in {report.timing.get('total_s', 0):.1f}s")

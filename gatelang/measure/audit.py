@@ -33,6 +33,8 @@ class AuditReport:
     summary: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    # With `attacks`: the attack passes' metric records on the unedited model (docs/robustness.md)
+    attacks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self, *, items: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -47,6 +49,8 @@ class AuditReport:
             "notes": self.notes,
             "timing": self.timing,
         }
+        if self.attacks:
+            out["attacks"] = self.attacks
         if items:
             out["items"] = [r.to_dict() for r in self.items]
         return out
@@ -66,6 +70,27 @@ class AuditReport:
             lines.append("  ".join(cells).rstrip())
             if n == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def attack_table(self) -> str:
+        """Per attack: the share of answers that state a protected value on the unedited model,
+        and the share of known questions with at least one such answer."""
+        pooled: dict[str, dict[str, float]] = {}
+        for m in self.attacks:
+            if m["metric"] not in ("leak_rate", "leak_any") or not m["n"]:
+                continue
+            acc = pooled.setdefault(m["split"], {})
+            acc[m["metric"] + "_hits"] = acc.get(m["metric"] + "_hits", 0) + m["after"] * m["n"]
+            acc[m["metric"] + "_n"] = acc.get(m["metric"] + "_n", 0) + m["n"]
+        rows = [("attack", "leak (answers)", "n", "questions leaking at least once")]
+        for split, acc in pooled.items():
+            rate = acc["leak_rate_hits"] / acc["leak_rate_n"]
+            anyq = (f"{100 * acc['leak_any_hits'] / acc['leak_any_n']:.1f}%"
+                    if acc.get("leak_any_n") else "–")
+            rows.append((split, _pct(rate), str(int(acc["leak_rate_n"])), anyq))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
     def headline(self) -> str:
@@ -124,11 +149,15 @@ def audit(
     utility_per_cell: int | None = 16,
     world_seed: int = 0,
     progress: bool = True,
+    attacks: bool = False,
+    attack_items: int | None = None,
 ) -> AuditReport:
     """Measure a policy's targets, locality and utility on an unedited model.
 
     `policy` is a path or a checked `PolicyFile`; `model` an alias, path, hub id or an
-    already `LoadedModel` (default: the built-in tiny-llava).
+    already `LoadedModel` (default: the built-in tiny-llava). With `attacks`, the attack passes
+    `apply` verifies with (docs/robustness.md) also run on the unedited model: how much leaks
+    today under each attack, against which an edit is later measured.
     """
     from gatelang.ir import load
     from gatelang.models import load_model
@@ -157,6 +186,11 @@ def audit(
     results = evaluate(loaded, sets.all(), batch_size=batch_size, max_new_tokens=max_new_tokens,
                        progress=progress)
     timing["generate_s"] = time.perf_counter() - t
+    attack_records: list[dict[str, Any]] = []
+    if attacks:
+        t = time.perf_counter()
+        attack_records = _attacks(pf, loaded, world, attack_items)
+        timing["attacks_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
     n_tokens = len(results)
     if n_tokens:
@@ -173,4 +207,31 @@ def audit(
         summary=summarize(results),
         notes=sets.notes,
         timing={k: round(v, 3) for k, v in timing.items()},
+        attacks=attack_records,
     )
+
+
+def _attacks(pf: Any, loaded: Any, world: Any, attack_items: int | None) -> list[dict[str, Any]]:
+    """The plan's attack nodes, run with every edit replaced by "no edit"."""
+    from gatelang.passes import PassContext, PassResult
+    from gatelang.planner import plan
+    from gatelang.runtime.executor import Executor
+
+    the_plan = plan(pf, loaded.capabilities())
+    edits = {n.id: PassResult(data={"method": "none"}) for n in the_plan.by_kind("edit")}
+    targets = [n.id for n in the_plan.by_kind("verify") if n.op not in _PLAIN_CHECKS]
+    if not targets:
+        return []
+    ctx = PassContext(loaded=loaded, world=world,
+                      options={"attack_items": attack_items} if attack_items else {})
+    run = Executor(ctx).run(the_plan, only=targets, overrides=edits)
+    out: list[dict[str, Any]] = []
+    for nid in targets:
+        node = the_plan.node(nid)
+        for m in run.results[nid].data.get("metrics", []):
+            out.append({**m, "policy": node.policy})
+    return out
+
+
+_PLAIN_CHECKS = ("verify.refusal", "verify.locality", "verify.utility",
+                 "verify.identity_inference")

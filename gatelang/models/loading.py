@@ -558,7 +558,7 @@ def check_loading_info(info: dict[str, Any], folder: str | Path) -> None:
                      + ", ".join(unexpected[:4]) + (", …" if len(unexpected) > 4 else ""))
     raise ModelError(
         f"{folder}: the weights do not match config.json, so the model would run with random "
-        "weights; " + "; ".join(parts) + ". Check that the config and the weight files belong "
+        "weights; " + "; ".join(parts) + "; check that the config and the weight files belong "
         "to the same checkpoint")
 
 

@@ -204,8 +204,15 @@ class AttackCheck(Pass):
 
 def before_after(ctx: PassContext, inputs: dict[str, PassResult],
                  measure: Callable[[], list[Any]]) -> tuple[list[Any], list[Any]]:
-    """`measure()` on the unedited model, then with the edit's weights in place."""
+    """`measure()` on the unedited model, then with the edit's weights in place.
+
+    With no edit (an audit of the unedited model) the second measurement would repeat the
+    first, so it is reused (sampling included: the same draw, not a second one).
+    """
     before = measure()
-    with ctx.edited_weights(weights_of(inputs)):
+    weights = weights_of(inputs)
+    if not weights:
+        return before, before
+    with ctx.edited_weights(weights):
         after = measure()
     return before, after

@@ -1,0 +1,1 @@
+"""Fuzzing the language commands with mutated example policies (see engine.py and run.py)."""
