@@ -173,3 +173,96 @@ def test_fmt_rewrites_renamed_method_parameters() -> None:
     out = format_text(src, "p.gate")
     assert "retain_weight 0.5" in out and "kl_factor" not in out
     assert loads(out).policies[0].method.params["retain_weight"] == 0.5
+
+
+# -- adversarial input ---------------------------------------------------------------------------
+
+_SUBJECTS_HEAD = "gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+_SUBJECTS_POLICY = "policy p {\n  refuse home_address about s in en via text\n}\n"
+
+
+def test_duplicate_subject_warning_is_linear(tmp_path) -> None:
+    """Defect 6: 40k subjects with one duplicate at the end took minutes (list.count per name)."""
+    import time
+
+    names = [f"Person {i}" for i in range(100_000)]
+    (tmp_path / "people.txt").write_text("\n".join([*names, names[-1]]) + "\n")
+    (tmp_path / "p.gate").write_text(_SUBJECTS_HEAD + 'subjects s = from "people.txt"\n'
+                                     + _SUBJECTS_POLICY)
+    start = time.perf_counter()
+    result = check(tmp_path / "p.gate")
+    assert time.perf_counter() - start < 10
+    assert result.ok and [d.code for d in result.warnings] == ["G201"]
+    assert "'Person 99999'" in result.warnings[0].message
+
+
+def test_subject_files_are_capped_by_count_and_size(tmp_path, monkeypatch) -> None:
+    from gatelang.ir import subjects
+
+    (tmp_path / "people.txt").write_text("\n".join(f"P{i}" for i in range(100_001)))
+    (tmp_path / "p.gate").write_text(_SUBJECTS_HEAD + 'subjects s = from "people.txt"\n'
+                                     + _SUBJECTS_POLICY)
+    d = check(tmp_path / "p.gate").errors[0]
+    assert d.code == "G113" and "100001 names" in d.message and d.span.line == 4
+    monkeypatch.setattr(subjects, "MAX_SUBJECT_BYTES", 1000)
+    d = check(tmp_path / "p.gate").errors[0]
+    assert d.code == "G112" and "larger than" in d.message and d.span.line == 4
+
+
+def test_inline_subject_sets_are_capped_too(tmp_path) -> None:
+    members = ", ".join(f'"{i}"' for i in range(100_001))
+    result = check_text(_SUBJECTS_HEAD + f"subjects s = [{members}]\n" + _SUBJECTS_POLICY,
+                        "p.gate")
+    assert [d.code for d in result.errors] == ["G113"]
+
+
+def test_fifo_as_subject_file_is_refused_without_blocking(tmp_path) -> None:
+    """Defect 2: a FIFO used as a subject file blocked `check` forever."""
+    import os
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(tmp_path / "people.txt")
+    (tmp_path / "p.gate").write_text(_SUBJECTS_HEAD + 'subjects s = from "people.txt"\n'
+                                     + _SUBJECTS_POLICY)
+    found: list = []
+    t = threading.Thread(target=lambda: found.append(check(tmp_path / "p.gate")), daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "check blocked on a FIFO"
+    d = found[0].errors[0]
+    assert d.code == "G112" and "FIFO" in d.message and d.span.line == 4
+
+
+def test_nul_in_a_use_path_says_what_it_is() -> None:
+    """Defect 13: a NUL in a `use` path was reported as "outside root"."""
+    for line in ('use "a\\u0000b.gate"', 'subjects s = from "a\\u0000b.txt"'):
+        d = check_text(f"gatelang 1\n{line}\n", "p.gate").errors[0]
+        assert d.code == "G112" and "NUL" in d.message and d.span.line == 2
+
+
+def test_symlink_loop_in_a_use_path_is_located(tmp_path) -> None:
+    import os
+
+    os.symlink("loop.gate", tmp_path / "loop.gate")
+    (tmp_path / "p.gate").write_text('gatelang 1\nuse "loop.gate"\n')
+    d = check(tmp_path / "p.gate").errors[0]
+    assert d.code == "G112" and d.span.line == 2
+
+
+def test_unreadable_files_are_located_at_1_1(tmp_path) -> None:
+    """Defect 13: G004 had no line:col."""
+    for path in (tmp_path / "missing.gate", tmp_path, tmp_path / "x.txt"):
+        result = check(path)
+        d = result.errors[0]
+        assert d.code == "G004" and d.span is not None and (d.span.line, d.span.col) == (1, 1)
+        assert result.render().startswith(f"{path}:1:1: error[G004]")
+
+
+def test_file_without_a_policy_is_not_silently_ok(tmp_path) -> None:
+    """Defect 10: a file that defines nothing (as a CR-only file used to) passed silently."""
+    result = check(Path(__file__).parent / "hardening" / "nothing.gate")
+    assert result.ok and [d.code for d in result.warnings] == ["G205"]
+    # A file of subject sets only is a library for `use`: no warning.
+    assert check(EXAMPLES / "shared" / "subjects.gate").diagnostics == []

@@ -31,10 +31,11 @@ from gatelang.stdlib import Stdlib, load_stdlib
 
 SEED = "$seed"  # replaced by the run's seed (the runtime derives one per node)
 MAX_NEW_TOKENS = 24  # generation length assumed by the cost estimate of verify nodes
-LOCALITY_SAMPLE = 8  # queries per (attribute, language, modality, split) cell for other subjects
+LOCALITY_SAMPLE = 16  # queries per (attribute, language, modality, split) cell for other
+# subjects: with two attributes a reported cell (group, split, language, modality) has n >= 30
 # The attack passes every refuse policy is verified with (docs/robustness.md), and how many
 # generations (or forward passes) each costs per question and side, for the plan's estimate.
-ATTACKS: tuple[str, ...] = ("sampled",)
+ATTACKS: tuple[str, ...] = ("sampled", "quantized", "relearn")
 _ATTACK_WORK = {
     "sampled": lambda s: s.samples * len(s.temperatures),
     "prefill": lambda s: 2,

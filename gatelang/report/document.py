@@ -210,20 +210,29 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             continue
         lines += [f'<a id="evidence-{check}"></a>', "", f"## {title}", ""]
         if check == "refusal":
-            lines += ["| split | language | modality | n | excluded | leak before | leak after | refusal before | refusal after |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += ["Refusals count only in the question's language; a refusal in another "
+                      "language is shown on its own and is not a refusal.", "",
+                      "| split | language | modality | n | excluded | leak before | leak after | "
+                      "refusal before | refusal after | other-language refusal after | "
+                      "degenerate after |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in rows:
                 lb, la = r.get("leak_rate", (None, None))
                 rb, ra = r.get("refusal_rate", (None, None))
-                lines.append(f"| {r['split']} | {r['language']} | {r['modality']} | {r['n']} | {r['excluded']} | "
-                             f"{_pct(lb)} | {_pct(la)} | {_pct(rb)} | {_pct(ra)} |")
+                _wb, wa = r.get("wrong_language_rate", (None, None))
+                _db, da = r.get("degenerate_rate", (None, None))
+                small = " *small n*" if r["n"] < SMALL_N else ""
+                lines.append(f"| {r['split']} | {r['language']} | {r['modality']} | {r['n']}{small} | {r['excluded']} | "
+                             f"{_pct(lb)} | {_pct(la)} | {_pct(rb)} | {_pct(ra)} | {_pct(wa)} | "
+                             f"{_pct(da)} |")
         else:
             lines += ["| group | split | language | modality | n | accuracy before | accuracy after | over-refusal after |",
                       "|---|---|---|---|---|---|---|---|"]
             for r in rows:
                 ab, aa = r.get("accuracy", (None, None))
                 _ob, oa = r.get("over_refusal", (None, None))
-                lines.append(f"| {r['group']} | {r['split']} | {r['language']} | {r['modality']} | {r['n']} | "
+                small = " *small n*" if r["n"] < SMALL_N else ""
+                lines.append(f"| {r['group']} | {r['split']} | {r['language']} | {r['modality']} | {r['n']}{small} | "
                              f"{_pct(ab)} | {_pct(aa)} | {_pct(oa)} |")
         if check in plots:
             lines += ["", f"![{title}]({plots[check]})"]
