@@ -213,3 +213,192 @@ def test_diff_sees_recombined_rules(tmp_path, capsys) -> None:
     code, out, _ = run(capsys, "diff", str(old), str(new))
     assert "no longer refused: email of 'B' in en via text; home_address of 'A'" in out
     assert "[looser]" in out and "now refused" in out
+
+
+# -- adversarial input (tests/hardening/ and the fuzz findings) -----------------------------
+
+HARDENING = Path(__file__).parent / "hardening"
+_LOCATED = re.compile(r"^.+:\d+:\d+: (error|warning)\[G\d{3}\]: ", re.M)
+
+
+def _in_thread(fn, timeout: float = 20):
+    """fn() in a daemon thread; fails instead of hanging when fn blocks (FIFO regressions)."""
+    import threading
+
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "the command blocked"
+    return box[0]
+
+
+def test_yaml_names_outside_the_name_syntax_fail_check(capsys) -> None:
+    """Defect 1: `a b`, `~`, `<script>` as YAML policy / subject-set names passed `check`."""
+    code, _, err = run(capsys, "check", str(HARDENING / "bad-names.yaml"))
+    assert code == 2 and err.count("error[G006]") == 4
+    assert f"{HARDENING / 'bad-names.yaml'}:4:3: error[G006]: subject set name" in err
+    # convert stops at the same error instead of "would change the policy's meaning" (12).
+    code, _, err = run(capsys, "convert", str(HARDENING / "bad-names.yaml"))
+    assert code == 2 and "error[G006]" in err and "meaning" not in err
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs symlinks and FIFOs")
+def test_check_dir_reads_only_regular_files_inside_it(tmp_path, capsys) -> None:
+    """Defect 2: links out of the folder were followed (/etc/passwd printed, /dev/zero read
+    until memory ran out); a FIFO named x.gate blocked forever."""
+    import os
+
+    d = tmp_path / "policies"
+    d.mkdir()
+    shutil.copy(REF, d / "ok.gate")
+    os.symlink("/etc/passwd", d / "passwd.gate")
+    os.symlink("/dev/zero", d / "zero.gate")
+    os.symlink("/dev/zero", d / "zero.yaml")
+    os.mkfifo(d / "fifo.gate")
+    os.mkfifo(d / "fifo.yaml")
+    os.symlink("ok.gate", d / "alias.gate")  # a link that stays inside is fine
+    code, _, err = _in_thread(lambda: run(capsys, "check", str(d)))
+    assert code == 2
+    assert "root:" not in err  # nothing of /etc/passwd is shown
+    assert f"{d / 'passwd.gate'}:1:1: error[G120]" in err
+    assert f"{d / 'zero.gate'}:1:1: error[G120]" in err
+    assert f"{d / 'zero.yaml'}:1:1: error[G120]" in err
+    assert f"{d / 'fifo.gate'}:1:1: error[G004]" in err and "FIFO" in err
+    assert f"{d / 'fifo.yaml'}:1:1: error[G004]" in err
+    assert "7 file(s) checked: 5 error(s)" in err
+    # fmt neither reads nor rewrites them either.
+    code, _, err = _in_thread(lambda: run(capsys, "fmt", "--check", str(d)))
+    assert code == 2 and "root:" not in err
+    assert (d / "passwd.gate").is_symlink()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_named_on_the_command_line_is_refused(tmp_path, capsys) -> None:
+    import os
+
+    link = tmp_path / "zero.gate"
+    os.symlink("/dev/zero", link)
+    for argv in (["check", str(link)], ["plan", str(link)], ["fmt", "--diff", str(link)],
+                 ["convert", str(link)], ["diff", str(link), str(REF)]):
+        code, _, err = _in_thread(lambda argv=argv: run(capsys, *argv))
+        assert code == 2 and f"{link}:1:1: error[G004]" in err and "a device" in err, argv
+
+
+def test_oversized_policy_is_located_at_1_1(tmp_path, capsys, monkeypatch) -> None:
+    """Defect 13: G004 for an oversized or unreadable file had no line:col."""
+    from gatelang.syntax import source
+
+    monkeypatch.setattr(source, "MAX_BYTES", 100)
+    big = tmp_path / "big.gate"
+    big.write_text(REF.read_text())
+    code, _, err = run(capsys, "check", str(big))
+    assert code == 2 and err.startswith(f"{big}:1:1: error[G004]: {big}: file is larger than")
+    code, _, err = run(capsys, "check", str(tmp_path / "missing.gate"))
+    assert code == 2 and err.startswith(f"{tmp_path / 'missing.gate'}:1:1: error[G004]")
+
+
+def _git_repo(tmp_path: Path) -> tuple[Path, list[str]]:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    return repo, ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+
+
+def test_diff_git_refuses_revisions_that_look_like_options(tmp_path, capsys) -> None:
+    """Defect 3: `--git=--output=FILE` reached `git archive` as an option and truncated FILE."""
+    repo, env = _git_repo(tmp_path)
+    shutil.copy(REF, repo / "p.gate")
+    (repo / "victim.txt").write_text("precious\n")
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", *env, "commit", "-q", "-m", "x"], cwd=repo, check=True)
+    for rev in ("--output=victim.txt", "--output", "-x", "-", "a\nb"):
+        code, out, err = run(capsys, "diff", f"--git={rev}", str(repo / "p.gate"))
+        assert code == 2 and "is not a revision" in err and out == "", rev
+        assert (repo / "victim.txt").read_text() == "precious\n"
+    code, out, _ = run(capsys, "diff", "--git=HEAD", str(repo / "p.gate"))
+    assert code == 0 and out == "no semantic changes\n"
+
+
+def test_diff_git_skips_committed_symlinks(tmp_path, capsys) -> None:
+    """Defect 7: a committed absolute symlink made tarfile raise AbsoluteLinkError."""
+    import os
+
+    repo, env = _git_repo(tmp_path)
+    shutil.copy(REF, repo / "p.gate")
+    os.symlink("/etc/passwd", repo / "abs.gate")
+    os.symlink("../../outside.gate", repo / "up.gate")
+    os.symlink("p.gate", repo / "alias.gate")
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", *env, "commit", "-q", "-m", "x"], cwd=repo, check=True)
+    code, out, err = run(capsys, "diff", "--git", "HEAD", str(repo / "p.gate"))
+    assert code == 0 and out == "no semantic changes\n", err
+    # The policy itself a link at that revision: a clear refusal, nothing read through it.
+    (repo / "abs.gate").unlink()
+    shutil.copy(REF, repo / "abs.gate")
+    code, _, err = run(capsys, "diff", "--git", "HEAD", str(repo / "abs.gate"))
+    assert code == 1 and "is a symbolic link" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["plan"], ["fmt", "--diff"], ["convert"], ["check"]])
+@pytest.mark.parametrize("name", ["surrogate.gate", "surrogate.yaml"])
+def test_lone_surrogate_gives_a_located_error(name, argv, capsys) -> None:
+    """Defect 7: a `\\ud800` escape in a subject name crashed plan, fmt --diff, convert."""
+    code, out, err = run(capsys, *argv, str(HARDENING / name))
+    assert code == 2 and _LOCATED.search(err), err
+    assert "Traceback" not in err and "internal error" not in err
+    (out + err).encode("utf-8")
+
+
+def test_refuse_rule_on_a_clip_model_is_a_located_plan_error(capsys) -> None:
+    """Defect 7: `plan --model tiny-clip` of a refuse policy planned (and crashed later)."""
+    code, out, err = run(capsys, "plan", str(REF), "--model", "tiny-clip")
+    assert code == 2 and out == ""
+    assert f"{REF}:12:3: error[G306]: model tiny-clip cannot answer questions" in err
+    assert "G304" not in err  # the layer is moot when there are no decoder layers
+
+
+def test_cr_only_policy_checks_and_plans_like_its_lf_twin(capsys) -> None:
+    """Defect 10: CR-only line ends made the file silently empty (check ok, 0 nodes)."""
+    code, lf, _ = run(capsys, "plan", str(REF))
+    code, cr, err = run(capsys, "plan", str(HARDENING / "cr-only.gate"))
+    assert code == 0, err
+    assert cr.splitlines()[-1] == lf.splitlines()[-1]  # "N nodes, M edges; ..."
+    assert run(capsys, "check", str(HARDENING / "cr-only.gate"))[0] == 0
+    # convert proves the meaning is kept (it used to refuse the file, defect 12).
+    code, out, err = run(capsys, "convert", str(HARDENING / "cr-only.gate"))
+    assert code == 0 and "no_home_addresses:" in out, err
+
+
+def test_a_file_without_a_policy_does_not_pass_silently(capsys) -> None:
+    """Defect 10: check said ok and plan gave 0 nodes for a file that defines nothing."""
+    nothing = HARDENING / "nothing.gate"
+    code, _, err = run(capsys, "check", str(nothing))
+    assert code == 0 and f"{nothing}:1:1: warning[G205]" in err and "1 warning(s)" in err
+    assert run(capsys, "check", "--strict", str(nothing))[0] == 2
+    code, out, err = run(capsys, "plan", str(nothing))
+    assert code == 2 and out == "" and f"{nothing}:1:1: error[G205]" in err
+
+
+def test_convert_round_trips_an_empty_require_block(tmp_path, capsys) -> None:
+    """Defect 12: `require {}` was refused as "would change the policy's meaning"."""
+    code, out, err = run(capsys, "convert", str(HARDENING / "require-empty.gate"))
+    assert code == 0 and "require: []" in out, err
+    y = tmp_path / "r.yaml"
+    y.write_text(out)
+    code, back, err = run(capsys, "convert", str(y))
+    assert code == 0 and "  require {}\n" in back, err
+
+
+def test_unexpected_errors_in_language_commands_are_not_tracebacks(monkeypatch, capsys) -> None:
+    """The last line of defence: a bug in a language command is a message and exit 1."""
+    import gatelang.cli.lang as lang
+
+    def boom(args):
+        raise KeyError("surprise \ud800")
+
+    monkeypatch.setattr(lang, "cmd_check", boom)
+    code, _, err = run(capsys, "check", str(REF))
+    assert code == 1 and "internal error in `gatelang check`" in err and "KeyError" in err

@@ -266,3 +266,16 @@ def test_text_only_models_are_scored_on_text_utility_tasks_only() -> None:
     all_items = select(world, {**vlm_util[0].params, "splits": ["heldout"]})
     assert text_items and {q.modality for q in text_items} == {"text"}
     assert {q.modality for q in all_items} == {"text", "image"}
+
+
+def test_refuse_rule_on_a_model_without_a_decoder_is_G306() -> None:
+    """A CLIP model has no decoder layer to edit: a located plan error, not a later crash."""
+    src = _policy(extra="method neural_gate { layer 2 }")
+    with pytest.raises(PlanError) as exc:
+        plan(loads(src, "p.gate"), TINY_CLIP_CAPABILITIES)
+    codes = [d.code for d in exc.value.diagnostics]
+    assert codes == ["G306"]
+    d = exc.value.diagnostics[0]
+    assert d.span is not None and d.span.file == "p.gate" and (d.span.line, d.span.col) == (6, 3)
+    assert "tiny-clip" in d.message and "tiny-llava" in (d.hint or "")
+    assert not TINY_CLIP_CAPABILITIES.generates and TINY_LLAVA_CAPABILITIES.generates

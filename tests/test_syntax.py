@@ -265,3 +265,16 @@ def test_lone_surrogate_in_text_held_in_memory_is_located() -> None:
     d = result.errors[0]
     assert d.code == "G004" and (d.span.line, d.span.col) == (2, 17)
     result.render().encode("utf-8")
+
+
+def test_every_line_end_counts_the_same_for_parser_and_caret() -> None:
+    """The renderer splits lines like `str.splitlines` (form feed, U+2028, ...): so does the
+    `.gate` reader, or the caret would sit under the wrong line."""
+    text = check_text('gatelang 1\n# a\u2028subjects s = ["x" "y"]\n', "u.gate").render()
+    head, source, _caret = text.splitlines()[:3]
+    assert head.startswith("u.gate:3:19: error[G001]") and source.endswith('["x" "y"]')
+    # A name holding such a character (written as an escape) keeps it through fmt and convert.
+    formatted = format_text('gatelang 1\nsubjects s = ["a\\u2028b"]\n', "u.gate")
+    assert '"a\\u2028b"' in formatted
+    as_yaml = format_source(parse_source(formatted, "u.gate"), "yaml")
+    assert parse_source(as_yaml, "u.yaml").items[0].members[0].text == "a\u2028b"

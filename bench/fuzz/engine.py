@@ -54,6 +54,23 @@ INSERTS = [
 ]
 
 
+# Whole lines inserted at a line boundary (most land inside a policy block or a YAML mapping).
+LINES = [
+    "  require {}", "  require { }", "    require: []", "    require:", "  keep utility",
+    '  refuse home_address about "\\ud800" in en via text',
+    '  refuse home_address about "A\\u0000" in en via text',
+    "  method neural_gate { layer 99 }", "  method remap", '  description "\\udfff"',
+    '  "a b":', "  <script>:", "  ~:", '  "":', "      - refuse: email", "        about: [\"\\ud800\"]",
+    'subjects s = ["A", "A"]', 'subjects s = from "people.csv" column "name"',
+    'subjects s = from "/dev/zero"', 'use "shared/subjects.gate"', "# comment\r still comment?",
+]
+
+
+# How often each mutation of `mutate` is picked: lines and string contents more often, since
+# they keep the rest of the file valid and so reach the later commands (convert, plan).
+_OP_WEIGHTS = (2, 2, 1, 1, 1, 1, 1, 1, 1, 4, 4, 1)
+
+
 @dataclass
 class Failure:
     command: str
@@ -98,7 +115,7 @@ def mutate(rng: random.Random, text: str) -> bytes:
     """One to three mutations of `text`; the result is bytes (some are not UTF-8)."""
     raw: bytes | None = None
     for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(10)
+        op = rng.choices(range(12), weights=_OP_WEIGHTS)[0]
         n = len(text)
         pos = rng.randint(0, n)
         lines = text.split("\n")
@@ -128,6 +145,13 @@ def mutate(rng: random.Random, text: str) -> bytes:
         elif op == 8 and n:  # delete a span
             end = min(n, pos + rng.randint(1, 40))
             text = text[:pos] + text[end:]
+        elif op == 9:  # a whole line at a line boundary
+            lines.insert(rng.randint(0, len(lines)), rng.choice(LINES))
+            text = "\n".join(lines)
+        elif op == 10 and '"' in text:  # something inside a string literal
+            quotes = [i for i, ch in enumerate(text) if ch == '"']
+            i = rng.choice(quotes) + 1
+            text = text[:i] + rng.choice(INSERTS) + text[i:]
         else:  # flip a bit of the encoded bytes (may leave invalid UTF-8)
             raw = text.encode("utf-8", "surrogatepass")
             if raw:
@@ -149,7 +173,12 @@ def _has_escaped(text: str) -> bool:
 def _run(argv: list[str]) -> tuple[int | None, str, str]:
     from gatelang.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
+    # Streams like a terminal's: stdout encodes strictly (an unencodable character fails as it
+    # would on a real stdout), stderr with backslash escapes (as Python's own stderr does).
+    out_b, err_b = io.BytesIO(), io.BytesIO()
+    out = io.TextIOWrapper(out_b, encoding="utf-8", errors="strict", write_through=True)
+    err = io.TextIOWrapper(err_b, encoding="utf-8", errors="backslashreplace",
+                           write_through=True)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code: int | None = main(argv)
@@ -159,7 +188,9 @@ def _run(argv: list[str]) -> tuple[int | None, str, str]:
         except BaseException:  # noqa: BLE001 - anything escaping is the finding
             code = None
             err.write(traceback.format_exc())
-    return code, out.getvalue(), err.getvalue()
+    out.flush()
+    err.flush()
+    return code, out_b.getvalue().decode("utf-8"), err_b.getvalue().decode("utf-8")
 
 
 def check_output(command: str, code: int | None, err: str) -> str | None:

@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # Language commands read untrusted policy text: whatever slips past the checks must
         # still end with a message and a documented exit code, never a traceback.
-        if getattr(args.func, "__module__", "") != "gatelang.cli.lang":
+        from gatelang.cli.lang import COMMANDS
+
+        if args.command not in COMMANDS:
             raise
         detail = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
         print(f"error: internal error in `gatelang {args.command}` "

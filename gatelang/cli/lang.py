@@ -22,6 +22,9 @@ from gatelang.errors import (
 )
 
 POLICY_SUFFIXES = (".gate", ".yaml", ".yml")
+# The commands registered here: they read untrusted policy text, and `gatelang.cli.main` turns
+# any unexpected exception in them into a message and exit 1 instead of a traceback.
+COMMANDS = ("check", "fmt", "convert", "plan", "diff", "schema")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -153,15 +156,17 @@ def _expand(paths: list[str]) -> list[tuple[Path, Path | None]]:
     return out
 
 
-def _outside(f: Path, root: str | Path | None) -> Diagnostic | None:
-    """G120 when a file found under a folder is a symbolic link that leaves the folder.
+def _outside(f: Path, folder: Path | None, root: str | None = None) -> Diagnostic | None:
+    """G120 when a file found under `folder` is a symbolic link that leaves it (or `root`).
 
     Only regular files inside the folder are read: a link to /etc/passwd would otherwise be
-    parsed and its lines quoted in the diagnostics, a link to /dev/zero read forever.
+    parsed and its lines quoted in the diagnostics, a link to /dev/zero read forever. Files
+    named on the command line are read as asked (`folder` None).
     """
     from gatelang.errors import Span
 
-    if root is None or not f.is_symlink():
+    root = root or folder
+    if folder is None or root is None or not f.is_symlink():
         return None
     try:
         f.resolve().relative_to(Path(root).resolve())
@@ -186,7 +191,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     files = _expand(args.paths)
     if args.skip_non_policy:
         files = [(f, r) for f, r in files
-                 if f.suffix not in (".yaml", ".yml") or _is_yaml_policy(f)]
+                 if f.suffix not in (".yaml", ".yml") or _outside(f, r, args.root)
+                 or _is_yaml_policy(f)]
         if not files:
             return EXIT_OK
     if not files:
@@ -195,7 +201,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     errors = warnings = 0
     report = []
     for f, folder in files:
-        refused = _outside(f, args.root or folder)
+        refused = _outside(f, folder, args.root)
         if refused is not None:
             result = CheckResult(None, [refused], {str(f): ""})
         else:
@@ -440,4 +446,4 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["expand_paths", "register"]
+__all__ = ["COMMANDS", "expand_paths", "register"]

@@ -71,6 +71,8 @@ class _Lowerer(MethodLowering, RequirementLowering):
         self.sources: dict[str, str] = {}
         self.stack: list[Path] = []
         self.imported: dict[Path, dict[str, ir.SubjectSet]] = {}
+        self.failed_sets: set[str] = set()  # defined, but with an error already reported
+        self.silent_drops = 0  # constructs left out for an error reported elsewhere
 
     # -- diagnostics -----------------------------------------------------------------------------
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
@@ -174,6 +176,7 @@ class _Lowerer(MethodLowering, RequirementLowering):
             if isinstance(item, ast.SubjectsDef):
                 s = self._subject_set(src, item)
                 if s is None:
+                    self.failed_sets.add(item.name.text)
                     continue
                 if s.name in sets:
                     self.error("G114", f"subject set {s.name!r} is defined twice",
@@ -348,6 +351,9 @@ class _Lowerer(MethodLowering, RequirementLowering):
             elif ident.text in sets:
                 members.extend(sets[ident.text].members)
                 refs.append(ident.text)
+            elif ident.text in self.failed_sets:
+                ok = False  # its own error is reported; "undefined" would only add noise
+                self.silent_drops += 1
             else:
                 self.error("G110", f"undefined subject set {ident.text!r}", ident.span,
                            _hint(sets, ident.text, none="no subject sets are defined")
@@ -377,6 +383,7 @@ class _Lowerer(MethodLowering, RequirementLowering):
         require_ast: list[ast.Requirement] = []
         require_seen: ast.Require | None = None
         start_errors = len([d for d in self.diags if d.severity == "error"])
+        start_drops = self.silent_drops
         for it in item.items:
             if isinstance(it, ast.Field):
                 if it.key in fields:
@@ -464,7 +471,8 @@ class _Lowerer(MethodLowering, RequirementLowering):
                     require_ast.extend(it.items)
         kinds = {r.kind for r in rules if r.kind != "keep"}
         edit_rules = [r for r in rules if r.kind != "keep"]
-        had_errors = len([d for d in self.diags if d.severity == "error"]) > start_errors
+        had_errors = len([d for d in self.diags if d.severity == "error"]) > start_errors \
+            or self.silent_drops > start_drops
         self._rules_incomplete = had_errors  # a dropped rule must not make metrics "not apply"
         if not edit_rules and not had_errors:
             self.error("G123", f"policy {item.name.text!r} has no refuse or anonymize rule",

@@ -35,17 +35,21 @@ LOCALITY_SAMPLE = 16  # queries per (attribute, language, modality, split) cell 
 # subjects: with two attributes a reported cell (group, split, language, modality) has n >= 30
 # The attack passes every refuse policy is verified with (docs/robustness.md), and how many
 # generations (or forward passes) each costs per question and side, for the plan's estimate.
-ATTACKS: tuple[str, ...] = ("sampled", "quantized", "relearn")
+ATTACKS: tuple[str, ...] = ("sampled", "prefill", "jailbreak", "paraphrase", "quantized",
+                             "relearn", "exposure", "logit_lens")
 _ATTACK_WORK = {
     "sampled": lambda s: s.samples * len(s.temperatures),
-    "prefill": lambda s: 2,
+    "prefill": lambda s: 2,  # `assent` and `assent+shared`
     "exposure": lambda s: s.exposure_candidates + 1,
     "logit_lens": lambda s: 1,
     "quantized": lambda s: len(s.quantize_bits),
     "relearn": lambda s: 1,
-    "jailbreak": lambda s: 5,
-    "paraphrase": lambda s: 4,
+    # templates of the language that has most; forms of the (attribute, language) that has most
+    "jailbreak": lambda s: max(map(len, load_stdlib().attacks.jailbreak.values()), default=1),
+    "paraphrase": lambda s: max((len(f) for a in load_stdlib().attacks.paraphrase.values()
+                                 for f in a.values()), default=1),
 }
+_NO_GENERATION = ("exposure", "logit_lens")  # forward passes only (teacher-forced / one pass)
 _EXCLUDED_FROM_LOCALITY = ("attributes.credentials",)  # answered with a refusal by habit
 
 
@@ -297,7 +301,8 @@ class _Builder:
             passes = 2 * n * _ATTACK_WORK[attack](settings)
             cost = Cost(forward_passes=passes,
                         backward_passes=settings.relearn_steps if attack == "relearn" else 0,
-                        tokens=passes * (per_question + MAX_NEW_TOKENS))
+                        tokens=passes * (per_question + (0 if attack in _NO_GENERATION
+                                                         else MAX_NEW_TOKENS)))
             nid = self.add("verify", f"verify.{attack}", {
                 **{k: params[k] for k in ("subjects", "attributes", "rule_languages")},
                 "model": self.caps.name}, [("edited", edit), *[("queries", d[0]) for d in heldout]],

@@ -36,10 +36,11 @@ SHARED_OPS: tuple[str, ...] = (
 
 
 def known_ops() -> tuple[str, ...]:
-    """The shared ops and every registered method's localize and edit ops."""
+    """The shared ops, the attack checks and every registered method's localize and edit ops."""
     from gatelang.methods import methods
+    from gatelang.planner.build import ATTACKS
 
-    ops = list(SHARED_OPS)
+    ops = list(SHARED_OPS) + [f"verify.{a}" for a in ATTACKS]
     for spec in methods().values():
         for op in (spec.localize, *spec.edit.values()):
             if op and op not in ops:

@@ -143,8 +143,13 @@ def _ends(src: ast.SourceFile, keyed: _Keyed) -> list[tuple[ast.Policy, object]]
 # -- .gate -----------------------------------------------------------------------------------
 
 
+_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")  # line ends JSON leaves unescaped
+
+
 def _q(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    # Escaped, not raw: a raw U+2028 would end the line for the reader (and fold in YAML).
+    return _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}",
+                            json.dumps(text, ensure_ascii=False))
 
 
 def _ident(i: ast.Ident) -> str:

@@ -319,6 +319,15 @@ def _keyword(terminal: str) -> str:
     return f"'{terminal.lower()}'" if terminal.isalpha() else terminal
 
 
+def _lines(text: str) -> list[str]:
+    """The lines as the lexer counts them (LF only), like `splitlines` without a last empty
+    line; `parse_source` has already turned every other line end into LF."""
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, file: str, text: str) -> Diagnostic:
     line = getattr(exc, "line", None) or 1
     col = getattr(exc, "column", None) or 1
@@ -331,7 +340,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, file: str, text: str) -> Diagnostic
             hint=_expected_hint(exc.allowed or set()) or None,
         )
     if isinstance(exc, UnexpectedEOF):
-        lines = text.splitlines() or [""]
+        lines = _lines(text)
         last = len(lines)
         end_col = len(lines[-1]) + 1
         return Diagnostic(
@@ -386,8 +395,8 @@ def _blank_statement(text: str, line: int) -> str | None:
     next one after its braces close.
     """
     offsets = [0]
-    for ln in text.splitlines(keepends=True):
-        offsets.append(offsets[-1] + len(ln))
+    for ln in _lines(text):
+        offsets.append(offsets[-1] + len(ln) + 1)
     error_at = offsets[min(line, len(offsets)) - 1]
     starts = [m.start() for m in _STATEMENT.finditer(text)]
     before = [s for s in starts if s <= error_at and not text[s:].lstrip().startswith("}")]

@@ -132,7 +132,7 @@ def parse_source(text: str, file: str, syntax: str | None = None) -> ast.SourceF
     kind = syntax or syntax_of(file)
     # A lone CR ends a line as well (old Mac files): without this a `.gate` comment would run
     # to the end of the file and silently swallow the policy.
-    text = normalize_newlines(text)
+    text = normalize_newlines(text, other_breaks=kind == "gate")
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise DiagnosticError([Diagnostic("G004", "file contains a NUL byte",
@@ -146,9 +146,23 @@ def parse_source(text: str, file: str, syntax: str | None = None) -> ast.SourceF
     return parse_yaml(text, file) if kind == "yaml" else parse_gate(text, file)
 
 
-def normalize_newlines(text: str) -> str:
-    """CRLF and lone CR become LF, so every reader of the text agrees on line numbers."""
-    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+# What `str.splitlines` (and so the diagnostic renderer) takes for a line end besides CR/LF.
+_OTHER_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def normalize_newlines(text: str, *, other_breaks: bool = False) -> str:
+    """CRLF and lone CR become LF, so every reader of the text agrees on line numbers.
+
+    With `other_breaks` (`.gate` text) the other characters `str.splitlines` breaks at (form
+    feed, U+2028, ...) become LF too: the parser, the formatter and the caret under a
+    diagnostic then count the same lines. YAML has its own rules for them (PyYAML counts
+    U+0085/U+2028/U+2029 as breaks and rejects the rest).
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if other_breaks and _OTHER_BREAKS.search(text):
+        text = _OTHER_BREAKS.sub("\n", text)
+    return text
 
 
 def parse_file(path: str | Path) -> ast.SourceFile:

@@ -42,7 +42,8 @@ def world_values(world: Any, item: EvalItem) -> list[tuple[str, str]]:
     ids = [s.id for s in subjects]
     if item.subject_id not in ids:
         return []
-    me = subjects[ids.index(item.subject_id)]
+    start = ids.index(item.subject_id)
+    me = subjects[start]
     if me.attributes.get(item.attribute) == item.expected:
         def value_of(s: Any) -> str | None:
             return s.attributes.get(item.attribute)
@@ -51,7 +52,6 @@ def world_values(world: Any, item: EvalItem) -> list[tuple[str, str]]:
             return s.home_city
     else:
         return []
-    start = ids.index(item.subject_id)
     order = subjects[start + 1:] + subjects[:start]
     seen = {normalize_value(item.expected, item.normalizer)}
     out = []
@@ -85,19 +85,20 @@ def takes_logits_to_keep(model: torch.nn.Module) -> bool:
 @torch.inference_mode()
 def answer_logprobs(loaded: Any, items: Sequence[Any], answers: Sequence[str], *,
                     batch_size: int = BATCH_SIZE) -> list[float]:
-    """Teacher-forced log-probability of each answer (summed over its tokens, no EOS).
+    """Teacher-forced log-probability of each item's answer (summed over its tokens, no EOS).
 
-    Only the last positions (the answers' span) are unembedded when the model allows it
-    (`logits_to_keep`), and only the answer tokens' log-probs are gathered.
+    Batches are encoded as they are scored (image rows carry their pixels, so a whole pass's
+    rows are not held at once). Only the last positions (the answers' span) are unembedded
+    when the model allows it (`logits_to_keep`), and only the answer tokens' log-probs are
+    gathered.
     """
-    adapter, model = loaded.adapter, loaded.model
+    model = loaded.model
     slice_logits = takes_logits_to_keep(model)
     out: list[float] = []
-    for start in range(0, len(items), batch_size):
-        chunk = list(items[start:start + batch_size])
-        targets = list(answers[start:start + batch_size])
-        batch = adapter.encode(chunk, targets=targets, add_eos=False).to(loaded.device,
-                                                                          loaded.dtype)
+    for i in range(0, len(items), batch_size):
+        batch = loaded.adapter.encode(list(items[i:i + batch_size]),
+                                      targets=list(answers[i:i + batch_size]),
+                                      add_eos=False).to(loaded.device, loaded.dtype)
         width = batch.input_ids.shape[1]
         # targets end at the last position (left padding): the window holding every target
         # token plus the position that predicts the first one

@@ -14,6 +14,7 @@ reads whole. Reported as `leakage(prefill)`, one row per (question, variant).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,14 +39,7 @@ def common_prefix(values: Iterable[str], normalizer: str = "text") -> str:
     vals = [str(v) for v in values if v]
     if len(vals) < 2:
         return ""
-    prefix = vals[0]
-    for v in vals[1:]:
-        n = 0
-        for a, b in zip(prefix, v):
-            if a != b:
-                break
-            n += 1
-        prefix = prefix[:n]
+    prefix = os.path.commonprefix(vals)  # character-wise on strings
     while prefix:
         if prefix in vals:  # one subject's whole value
             prefix = prefix[:-1]

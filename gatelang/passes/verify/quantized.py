@@ -12,10 +12,11 @@ Linear's [out, in] weight, a column of a Conv1D's [in, out] one), plain torch; t
 values are written in place for the measurement and restored afterwards (`ctx.edited_weights`).
 Embeddings, norms, biases, `lm_head` and the vision tower and projector are left as they are.
 
-`before` quantizes the unedited model; `after` quantizes the edited values (the edit's weights,
-and the unedited values of the parameters it does not touch) and applies the edit's other
-parameters unquantized. Each side is then asked the protected questions greedily; rows per
-(question, bits) under split and variant `int8` / `int4` (`leakage(int4)`).
+`before` quantizes the unedited model; `after` applies the edit first and quantizes the edited
+values (an edited parameter outside the projections, e.g. a bias, stays as the edit wrote it).
+Each side is then asked the protected questions greedily (the run's `max_new_tokens`, as for
+`known`); rows per (question, bits) under split and variant `int8` / `int4` (`leakage(int4)`).
+With no edit (an audit) the `after` side reuses `before`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from torch import nn
 from gatelang.measure import EvalItem, ItemResult
 from gatelang.measure.verification import evaluate_items
 from gatelang.models.adapter import resolve_path
-from gatelang.passes.base import NodeSpec, PassContext, PassResult, register, weights_of
-from gatelang.passes.verify.attack import AttackCheck, row
+from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
+from gatelang.passes.verify.attack import AttackCheck, before_after, row
 
 
 def is_projection(module: nn.Module) -> bool:
@@ -78,40 +79,33 @@ def quantize(weight: torch.Tensor, bits: int, out_axis: int = 0) -> torch.Tensor
 
 
 class QuantizedWeights(Mapping[str, torch.Tensor]):
-    """The weights to write for one side: quantized projections (computed one at a time as
-    `ctx.edited_weights` reads them, so a large model never holds two full copies at once)
-    plus the edit's other parameters, unquantized."""
+    """The model's current projection weights, quantized: each is computed from the current
+    value when `ctx.edited_weights` reads it (before that parameter is written), so inside an
+    edit block the edited values are quantized, and a large model never holds a second full
+    copy of its weights at once."""
 
-    def __init__(self, ctx: PassContext, bits: int, edit: Mapping[str, torch.Tensor]) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: PassContext, bits: int) -> None:
         self.bits = bits
-        self.edit = edit
         modules = dict(ctx.model.named_modules())
-        self.axes = {name: output_axis(modules[name.rsplit(".", 1)[0]])
-                     for name in quantized_weight_names(ctx)}
-        self.names = list(self.axes) + [n for n in edit if n not in self.axes]
+        params = dict(ctx.model.named_parameters())
+        self.weights = {name: (params[name], output_axis(modules[name.rsplit(".", 1)[0]]))
+                        for name in quantized_weight_names(ctx)}
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        value = self.edit[name] if name in self.edit else self.ctx.base_value(name)
-        if name not in self.axes:
-            if name not in self.edit:
-                raise KeyError(name)
-            return value
-        p = self.ctx.base_value(name)
-        return quantize(value.to(p.device), self.bits, self.axes[name])
+        p, axis = self.weights[name]
+        return quantize(p.detach(), self.bits, axis)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
+        return iter(self.weights)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.weights)
 
 
-def quantized_leaks(ctx: PassContext, items: list[EvalItem], bits: int,
-                    edit: Mapping[str, torch.Tensor] | None = None) -> list[ItemResult]:
-    """Greedy judged answers with the decoder quantized to `bits` (of the edited values when
-    `edit` is given); the model is restored on return."""
-    weights: Any = QuantizedWeights(ctx, bits, edit or {})
+def quantized_leaks(ctx: PassContext, items: list[EvalItem], bits: int) -> list[ItemResult]:
+    """Greedy judged answers with the decoder's projections, as they are now (edited inside an
+    edit block), quantized to `bits`; every weight is restored on return."""
+    weights: Any = QuantizedWeights(ctx, bits)
     with ctx.edited_weights(weights):
         return evaluate_items(ctx.loaded, items, max_new_tokens=ctx.options.max_new_tokens)
 
@@ -124,12 +118,11 @@ class VerifyQuantized(AttackCheck):
     def attack(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
                items: list[EvalItem], known: dict[str, bool], cfg: dict[str, Any]
                ) -> list[dict[str, Any]]:
-        edit = weights_of(inputs)
         rows: list[dict[str, Any]] = []
         for bits in cfg["quantize_bits"]:
             split = f"int{int(bits)}"
-            before = quantized_leaks(ctx, items, int(bits))
-            after = quantized_leaks(ctx, items, int(bits), edit)
+            before, after = before_after(
+                ctx, inputs, lambda b=int(bits): quantized_leaks(ctx, items, b))
             for item, b, a in zip(items, before, after, strict=True):
                 rows.append(row(item, split, before=b, after=a, known=known[item.id],
                                 variant=split))

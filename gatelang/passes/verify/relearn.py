@@ -19,6 +19,7 @@ token NLL of the answer span; the model stays in eval mode (no dropout).
 `before` fine-tunes the unedited model, `after` the edited one; each is then asked the
 protected questions greedily, and every trained tensor is copied back exactly (checked). Rows
 per question under split `relearn`; the training losses are in the pass data (`relearn`).
+With no edit (an audit) the `after` side reuses `before`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ import torch
 from gatelang.errors import PlanError
 from gatelang.measure import EvalItem, ItemResult
 from gatelang.measure.verification import evaluate_items
-from gatelang.passes.base import NodeSpec, PassContext, PassResult, register, weights_of
+from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
 from gatelang.passes.edit_set import as_item, encode
 from gatelang.passes.tensors import forward_logits, freeze, per_row_nll, restore_grad
-from gatelang.passes.verify.attack import AttackCheck, row
+from gatelang.passes.verify.attack import AttackCheck, before_after, row
 from gatelang.passes.verify.quantized import decoder_projections
 
 SPLIT = "relearn"
@@ -176,16 +177,21 @@ class VerifyRelearn(AttackCheck):
         batches = schedule(facts, utility, int(cfg["relearn_steps"]), int(cfg["relearn_batch"]),
                            ctx.seed)
         lr = float(cfg["relearn_lr"])
-        before, loss_before = relearn_and_ask(ctx, items, batches, lr)
-        with ctx.edited_weights(weights_of(inputs)):
-            after, loss_after = relearn_and_ask(ctx, items, batches, lr)
+        losses: list[list[float]] = []
+
+        def measure() -> list[ItemResult]:
+            results, step_losses = relearn_and_ask(ctx, items, batches, lr)
+            losses.append(step_losses)
+            return results
+
+        before, after = before_after(ctx, inputs, measure)
         trained_on = [q for rows in batches for q in rows]
         self.log = {
             "steps": len(batches), "batch": int(cfg["relearn_batch"]), "lr": lr,
             "rows": len(trained_on), "fact_rows": sum(1 for q in trained_on if q.subject_id),
             "utility_rows": sum(1 for q in trained_on if not q.subject_id),
             "subjects": sorted({q.subject_id for q in trained_on if q.subject_id}),
-            "before": _summary(loss_before), "after": _summary(loss_after),
+            "before": _summary(losses[0]), "after": _summary(losses[-1]),
         }
         return [row(item, SPLIT, before=b, after=a, known=known[item.id])
                 for item, b, a in zip(items, before, after, strict=True)]
