@@ -33,7 +33,8 @@ policy p {
 FAST = {
     "method_overrides": {"neural_gate": {"mask_steps": 2, "steps": 1, "lr": 0.01,
                                          "mask_samples": 2}},
-    "edit_max_items": 4, "max_items": 6, "max_new_tokens": 4,
+    "edit_max_items": 4, "max_items": 6, "max_new_tokens": 4, "attack_items": 2,
+    "attack_settings": {"samples": 2, "relearn_steps": 2, "exposure_candidates": 4},
 }
 
 
@@ -61,11 +62,15 @@ def test_artifacts_of_a_failed_run(setup):
     req = {r["metric"]: r for r in rep["requirements"]}
     assert req["refusal"]["value"] is None and req["refusal"]["passed"] is False
     assert set(req["refusal"]) >= {"name", "metric", "split", "op", "threshold", "value", "passed"}
-    assert {m["check"] for m in rep["metrics"]} == {"refusal", "locality", "utility"}
+    attacks = {"sampled", "prefill", "jailbreak", "paraphrase", "quantized", "relearn",
+               "exposure", "logit_lens"}
+    assert {m["check"] for m in rep["metrics"]} == {"refusal", "locality", "utility"} | attacks
     assert "## Locality" in (out / "report.md").read_text()
+    assert "## Robustness" in (out / "report.md").read_text()
     for m in rep["metrics"]:
         assert set(m) >= {"metric", "split", "language", "modality", "before", "after", "n"}
-        assert m["metric"] in ("leak_rate", "refusal_rate", "accuracy", "over_refusal")
+        assert m["metric"] in ("leak_rate", "refusal_rate", "accuracy", "over_refusal",
+                               "wrong_language_rate", "degenerate_rate", "leak_any", "exposure")
     p = rep["patch"]
     assert p["neurons_total"] == 2 * 64 and 0 < p["params_changed"]
     assert [t["name"] for t in p["tensors"]] == ["model.language_model.layers.1.mlp.down_proj.weight"]

@@ -35,7 +35,8 @@ policy reduced {
 }
 """
 
-REDUCED = {"max_new_tokens": 20}
+REDUCED = {"max_new_tokens": 20, "attack_items": 6,
+           "attack_settings": {"samples": 4, "relearn_steps": 10, "exposure_candidates": 8}}
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,8 @@ def test_the_method_runs_end_to_end(toy, tmp_path, capsys) -> None:
     model = build_tiny_checkpoint("llava", tmp_path / "model", seed=0)
     (tmp_path / "p.gate").write_text(POLICY, encoding="utf-8")
     res = apply(tmp_path / "p.gate", model=str(model), out=tmp_path / "out", progress=False,
-                options={"max_items": 4, "max_new_tokens": 2})
+                options={"max_items": 4, "max_new_tokens": 2, "attack_items": 2,
+                         "attack_settings": {"samples": 2, "relearn_steps": 2}})
     assert res.passed, res.report["requirements"]
     assert res.report["methods"] == ["toy_zero"]
     assert res.report["patch"]["neurons_touched"] == 2

@@ -40,7 +40,8 @@ def test_planned_policy_executes_on_the_runtime(tmp_path) -> None:
     build_tiny_checkpoint("llava", tmp_path, seed=0)
     loaded = load_model(str(tmp_path), device="cpu")
     p = plan(loads(SRC), loaded.capabilities())
-    options = {"max_items": 2, "max_new_tokens": 2}
+    options = {"max_items": 2, "max_new_tokens": 2, "attack_items": 2,
+               "attack_settings": {"samples": 2, "relearn_steps": 2}}
     run = Executor(PassContext(loaded=loaded, seed=0, options=options)).run(p)
     assert {n.id for n in run.nodes} == {n.id for n in p.nodes()}
     reports = {spec.id: result for spec, result in run.by_op("report.requirements")}

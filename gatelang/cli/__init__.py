@@ -57,9 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: out of memory; try --device cpu with a smaller batch, or a larger machine",
               file=sys.stderr)
         return EXIT_FAILURE
-    except BrokenPipeError:  # `gatelang plan ... | head`: the reader left, nothing to report
-        _quiet_stdout()
-        return EXIT_FAILURE
     except Exception as exc:
         # Language commands read untrusted policy text: whatever slips past the checks must
         # still end with a message and a documented exit code, never a traceback.
@@ -67,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command not in COMMANDS:
             raise
+        if isinstance(exc, BrokenPipeError):  # `gatelang plan ... | head`: the reader left
+            _quiet_stdout()
+            return EXIT_FAILURE
         detail = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
         print(f"error: internal error in `gatelang {args.command}` "
               f"({type(exc).__name__}: {detail}); this is a bug in gatelang, please report it "

@@ -77,6 +77,9 @@ class PassOptions(BaseModel):
                                                 "identity inference")
     attack_items: int | None = Field(None, ge=1, description="protected questions per attack "
                                      "pass (None: the stdlib's attack settings)")
+    attack_settings: dict[str, Any] = Field(
+        default_factory=dict, description="attack settings that replace the stdlib's "
+        "(attacks.yaml `settings`, e.g. samples, relearn_steps) in reduced configurations")
     method_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method name, parameter values that replace the "
         "policy's (IR units: fractions for percentages); each is checked by the method's config")
@@ -94,7 +97,12 @@ def pass_options(options: PassOptions | dict[str, Any] | None) -> PassOptions:
         known = ", ".join(PassOptions.model_fields)
         raise PlanError(f"run option {where or '?'}: {err['msg']} (options: {known})") from None
     from gatelang.methods import methods
+    from gatelang.stdlib import AttackSettings
 
+    bad = sorted(set(parsed.attack_settings) - set(AttackSettings.model_fields))
+    if bad:
+        raise PlanError(f"attack_settings names unknown setting {bad[0]!r} (settings: "
+                        f"{', '.join(AttackSettings.model_fields)})")
     unknown = sorted(set(parsed.method_overrides) - set(methods()))
     if unknown:
         raise PlanError(f"method_overrides names unknown method {unknown[0]!r}; overrides are "

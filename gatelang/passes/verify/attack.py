@@ -43,9 +43,11 @@ ATTACK_ROW_KEYS: tuple[str, ...] = (
 
 
 def settings(ctx: PassContext, node: NodeSpec) -> dict[str, Any]:
-    """The stdlib's attack settings, then the node's, then the run's `attack_items` cap."""
+    """The stdlib's attack settings, then the node's, then the run's (`attack_settings`, and
+    the `attack_items` cap)."""
     out: dict[str, Any] = ctx.stdlib.attacks.settings.model_dump()
     out.update(node.params.get("attack") or {})
+    out.update(ctx.options.attack_settings)
     if ctx.options.attack_items:
         out["items"] = ctx.options.attack_items
     return out
