@@ -199,7 +199,7 @@ def test_tutorial_policy_checks_and_plans(tmp_path, capsys) -> None:
     assert run(capsys, "check", str(f))[0] == 0
     code, out, _ = run(capsys, "plan", str(f))
     assert code == 0
-    assert "13 nodes, 17 edges" in out and "edit.neural_gate" in out
+    assert "21 nodes, 41 edges" in out and "edit.neural_gate" in out
 
 
 def test_diff_sees_recombined_rules(tmp_path, capsys) -> None:

@@ -299,8 +299,10 @@ class _Builder:
         out = []
         for attack in ATTACKS:
             passes = 2 * n * _ATTACK_WORK[attack](settings)
-            cost = Cost(forward_passes=passes,
-                        backward_passes=settings.relearn_steps if attack == "relearn" else 0,
+            # relearn trains on both sides: steps x batch sequences forward and backward each
+            trained = 2 * settings.relearn_steps * settings.relearn_batch \
+                if attack == "relearn" else 0
+            cost = Cost(forward_passes=passes + trained, backward_passes=trained,
                         tokens=passes * (per_question + (0 if attack in _NO_GENERATION
                                                          else MAX_NEW_TOKENS)))
             nid = self.add("verify", f"verify.{attack}", {
