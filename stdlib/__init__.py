@@ -101,6 +101,7 @@ class Stdlib(_Frozen):
     splits: dict[str, str]
     utility: dict[str, Any]
     attacks: AttackLibrary
+    requirement_profiles: dict[str, tuple[str, ...]]
 
     def private_attributes(self) -> tuple[str, ...]:
         return tuple(n for n, a in self.attributes.items() if a.private)
@@ -138,6 +139,7 @@ def load_stdlib() -> Stdlib:
     metric_raw = dict(raw["metrics.yaml"])
     splits = metric_raw.pop("splits")
     metric_splits = metric_raw.pop("metric_splits")
+    profiles = {k: tuple(v) for k, v in metric_raw.pop("requirement_profiles").items()}
     metrics = {
         n: Metric(
             name=n,
@@ -157,6 +159,7 @@ def load_stdlib() -> Stdlib:
         splits=splits,
         utility=raw["utility.yaml"],
         attacks=AttackLibrary(**raw["attacks.yaml"]),
+        requirement_profiles=profiles,
     )
 
 

@@ -154,7 +154,9 @@ def test_schema_describes_the_yaml_form(capsys) -> None:
     schema = json.loads(out)
     assert code == 0 and schema["required"] == ["gatelang"]
     policy = schema["properties"]["policies"]["additionalProperties"]
-    pattern = re.compile(policy["properties"]["require"]["items"]["pattern"])
+    require = policy["properties"]["require"]["oneOf"]
+    assert require[0]["enum"] == ["strict"]
+    pattern = re.compile(require[1]["items"]["oneOf"][0]["pattern"])
     twin = yaml.safe_load((EXAMPLES / "home-address.yaml").read_text())
     for line in twin["policies"]["no_home_addresses"]["require"]:
         assert pattern.match(line), line

@@ -26,9 +26,7 @@ from gatelang.report import artifacts as artifacts_mod
 from gatelang.report.artifacts import recover_output, write_artifacts
 from gatelang.report.lock import LockError, read_lock, sha256_file
 from gatelang.report.patch import (
-    Patch,
     PatchError,
-    TensorEdit,
     apply_patch,
     make_patch,
     read_patch,
@@ -151,9 +149,16 @@ def test_old_format_patch_is_a_clear_error(tmp_path):
 
 def _hand_patch(tmp_path: Path, base_sha: str, index: torch.Tensor, values: torch.Tensor,
                 kind: str = "rows") -> Path:
-    edit = TensorEdit(DOWN, kind, index, values, (32, 64))
+    """A well-formed file (valid digest) holding exactly these tensors, as a crafted patch
+    would: `write_patch` itself would cast the index to int64."""
+    from gatelang.report.patch import PATCH_FORMAT, payload_sha256, stable_safetensors
+
+    tensors = {f"{DOWN}::{kind}": index, f"{DOWN}::values": values}
+    meta = {"base_weights_sha256": base_sha, "status": "accepted", "format": PATCH_FORMAT}
+    meta["payload_sha256"] = payload_sha256(tensors, meta)
+    meta["tensors"] = json.dumps([{"name": DOWN, "kind": kind, "shape": [32, 64]}])
     path = tmp_path / "hand.safetensors"
-    write_patch(path, Patch([edit], {"base_weights_sha256": base_sha, "status": "accepted"}))
+    path.write_bytes(stable_safetensors(tensors, meta))
     return path
 
 

@@ -274,3 +274,30 @@ def test_file_without_a_policy_is_not_silently_ok(tmp_path) -> None:
     assert result.ok and [d.code for d in result.warnings] == ["G205"]
     # A file of subject sets only is a library for `use`: no warning.
     assert check(EXAMPLES / "shared" / "subjects.gate", root=EXAMPLES).diagnostics == []
+
+
+def test_require_strict_expands_the_profile_and_own_lines_replace_its_lines() -> None:
+    from gatelang.ir import check_text
+    from gatelang.stdlib import load_stdlib
+
+    head = ("gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+            'policy p {\n  refuse home_address about "Alice Okafor" in en via text\n'
+            "  keep other_subjects\n")
+    ir = loads(head + "  require strict { leakage(sampled) <= 1% }\n}\n")
+    reqs = {r.key: r for r in ir.policies[0].requirements}
+    assert reqs["leakage(sampled)"].threshold == pytest.approx(0.01)
+    assert reqs["leakage(sampled)"].profile is None  # written by the policy
+    assert reqs["leakage(prefill)"].profile == "strict"
+    assert "exposure(heldout)" in reqs and "refusal(language)" in reqs
+    # profile lines that do not apply (no `keep utility`) are left out, not errors
+    assert "utility_drop(all)" not in reqs
+    profile = load_stdlib().requirement_profiles["strict"]
+    assert len(reqs) == len(profile) - 1
+    bad = check_text(head + "  require strikt\n}\n", "p.gate")
+    (err,) = bad.errors
+    assert err.code == "G129" and (err.span.line, err.span.col) == (7, 11)
+    yaml = ("gatelang: 1\nuse: [stdlib.attributes.contact, stdlib.languages]\npolicies:\n"
+            "  p:\n    rules:\n      - refuse: [home_address]\n        about: [\"Alice Okafor\"]\n"
+            "        in: [en]\n        via: [text]\n    keep: [other_subjects]\n"
+            "    require: [strict, \"leakage(sampled) <= 1%\"]\n")
+    assert loads(yaml, "p.yaml").semantic_dump() == ir.semantic_dump()

@@ -315,3 +315,97 @@ def test_describe_model_reads_no_weights(tmp_path) -> None:
     assert (caps.num_layers, caps.hidden_size, caps.intermediate_size) == (32, 4096, 11008)
     assert caps.family == "llava" and caps.image_tokens == 16 and "zh" in caps.languages
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+# ------------------------------------------------ wrong, missing or damaged weights (hardening)
+
+
+def _copy_checkpoint(src: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest)
+    return dest
+
+
+def test_missing_tensor_is_refused_with_its_name(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy_checkpoint(checkpoints["llava"], tmp_path / "m")
+    tensors = load_file(folder / "model.safetensors")
+    name = "model.language_model.layers.1.mlp.down_proj.weight"
+    del tensors[name]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"random weights; 1 parameter\(s\) have no tensor in the "
+                       r"checkpoint: model\.language_model\.layers\.1\.mlp\.down_proj\.weight"):
+        load_model(folder, device="cpu")
+
+
+def test_llava_config_with_tiny_clip_weights_is_refused(tmp_path: Path) -> None:
+    from gatelang.models.loading import resolve_spec
+
+    try:
+        llava, clip = resolve_spec("tiny-llava").folder, resolve_spec("tiny-clip").folder
+    except ModelError:
+        pytest.skip("the built-in models are not built in this checkout")
+    folder = _copy_checkpoint(llava, tmp_path / "mixed")
+    (folder / "model.safetensors").write_bytes((clip / "model.safetensors").read_bytes())
+    with pytest.raises(ModelError, match=r"do not match config.json.*have no tensor.*lm_head"
+                       r".*belong to no parameter: logit_scale"):
+        load_model(folder, device="cpu")
+
+
+def test_tensor_of_another_shape_is_refused(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    folder = _copy_checkpoint(checkpoints["llama"], tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["intermediate_size"] = 96
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match=r"tensor\(s\) have the wrong shape: "
+                       r"model\.layers\.0\.mlp\.down_proj\.weight \(checkpoint \[32, 64\], "
+                       r"model \[32, 96\]\)"):
+        load_model(folder, device="cpu")
+
+
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ('"llava"', "string")])
+def test_config_that_is_not_an_object_is_a_clear_error(tmp_path: Path, checkpoints: dict[str, Path],
+                                                       text: str, kind: str) -> None:
+    from gatelang.models import describe_model
+
+    folder = _copy_checkpoint(checkpoints["llava"], tmp_path / "m")
+    (folder / "config.json").write_text(text)
+    for load in (lambda: load_model(folder, device="cpu"), lambda: describe_model(folder)):
+        with pytest.raises(ModelError, match=rf"config.json: a model config must be a JSON object"
+                           rf".*not a JSON {kind}"):
+            load()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("empty", "0 bytes: empty or truncated"),
+    ("header", "its header claims"),
+    ("tail", "the header needs"),
+    ("garbage", "its header is not JSON"),
+])
+def test_damaged_safetensors_is_a_clear_error(tmp_path: Path, checkpoints: dict[str, Path],
+                                              damage: str, message: str) -> None:
+    folder = _copy_checkpoint(checkpoints["llava"], tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"empty": b"", "header": data[:5000], "tail": data[:-1000],
+                         "garbage": b"\x10" + b"\x00" * 7 + b"{garbage}" + b" " * 7}[damage])
+    with pytest.raises(ModelError, match=rf"model.safetensors: .*{message}"):
+        load_model(folder, device="cpu")
+
+
+def test_cli_reports_bad_weights_without_a_traceback(tmp_path: Path, checkpoints: dict[str, Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from gatelang.cli import main
+
+    folder = _copy_checkpoint(checkpoints["llava"], tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"")
+    (tmp_path / "p.gate").write_text(
+        'gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n'
+        'subjects s = ["Alice Okafor"]\npolicy p {\n  refuse home_address about s in en via text\n'
+        '  require { refusal(heldout) >= 95% }\n}\n', encoding="utf-8")
+    code = main(["apply", str(tmp_path / "p.gate"), "--model", str(folder), "--out",
+                 str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and "model.safetensors" in err

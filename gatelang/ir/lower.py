@@ -468,6 +468,7 @@ class _Lowerer(MethodLowering, RequirementLowering):
                                f"first given at line {require_seen.span.line}; merge the blocks")
                 else:
                     require_seen = it
+                    require_ast.extend(self._profile_requirements(it))
                     require_ast.extend(it.items)
         kinds = {r.kind for r in rules if r.kind != "keep"}
         edit_rules = [r for r in rules if r.kind != "keep"]

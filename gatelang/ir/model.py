@@ -94,6 +94,7 @@ class Requirement(Node):
     op: Literal[">=", "<=", ">", "<"]
     threshold: float  # a fraction in 0..1 for percent metrics
     unit: Literal["percent", "ratio", "seconds"]
+    profile: str | None = None  # the requirement profile (`require strict`) it came from
 
     @property
     def key(self) -> str:

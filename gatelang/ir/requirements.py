@@ -16,8 +16,40 @@ _UTILITY_METRICS = ("utility", "utility_drop")
 _SPLIT_MODALITY = {"image": "image", "document": "document", "scene": "scene"}
 
 
+class _FromProfile(ast.Requirement):
+    """A requirement line that came from a `require PROFILE` expansion."""
+
+    __slots__ = ("profile",)
+
+    def __init__(self, metric, split, op, value, span, profile: str) -> None:
+        super().__init__(metric, split, op, value, span)
+        object.__setattr__(self, "profile", profile)
+
+
 class RequirementLowering:
-    """`require` thresholds and keep/refuse contradictions."""
+    """`require` thresholds, requirement profiles and keep/refuse contradictions."""
+
+    def _profile_requirements(self, it: ast.Require) -> list[ast.Requirement]:
+        """The stdlib profile's lines for `require NAME`, located at the profile's name.
+
+        They come first, so a line the policy writes for the same metric(split) replaces the
+        profile's (see `_requirements`); lines that do not apply to the policy are dropped there.
+        """
+        if it.profile is None:
+            return []
+        from gatelang.syntax.parser import parse_requirement
+
+        name = it.profile.text
+        lines = self.std.requirement_profiles.get(name)
+        if lines is None:
+            self.error("G129", f"unknown requirement profile {name!r}", it.profile.span,
+                       _hint(self.std.requirement_profiles, name))
+            return []
+        out = []
+        for line in lines:
+            r = parse_requirement(line, it.profile.span)
+            out.append(_FromProfile(r.metric, r.split, r.op, r.value, r.span, name))
+        return out
 
     def _requirements(self, reqs, rules, keep) -> tuple[ir.Requirement, ...] | None:
         out: list[ir.Requirement] = []
@@ -29,8 +61,12 @@ class RequirementLowering:
         preserves_locality = any(k.what in ("other_subjects", "other_attributes") for k in keep) \
             or any(r.kind == "keep" for r in rules)
         preserves_utility = any(k.what == "utility" for k in keep)
+        own = {(r.metric.text, r.split.text if r.split else None)
+               for r in reqs if not isinstance(r, _FromProfile)}
         for r in reqs:
             name = r.metric.text
+            if isinstance(r, _FromProfile) and (name, r.split.text if r.split else None) in own:
+                continue  # the policy's own line on this measurement replaces the profile's
             if name not in self.std.metrics:
                 self.error("G105", f"unknown metric {name!r}", r.metric.span,
                            _hint(self.std.metrics, name))
@@ -78,6 +114,8 @@ class RequirementLowering:
                     continue
             applies = self._applies(name, split, has_refuse, has_anon, modalities,
                                     preserves_locality, preserves_utility)
+            if applies and isinstance(r, _FromProfile):
+                continue  # a profile is a bundle: the lines that apply to this policy
             if applies and not self._rules_incomplete:
                 self.error("G128", f"{name}({split}) does not apply to this policy",
                            r.span, applies)
@@ -98,7 +136,8 @@ class RequirementLowering:
                           if better == ">=" else f"a lower bound on {name} is unusual",
                           r.span, f"{name} is usually required with {better}")
             out.append(ir.Requirement(metric=name, split=split, op=r.op, threshold=threshold,
-                                      unit=metric.unit, span=r.span))
+                                      unit=metric.unit, span=r.span,
+                                      profile=getattr(r, "profile", None)))
         # Lower bound above upper bound on the same measurement can never hold.
         for req in out:
             if req.op not in (">=", ">"):

@@ -122,6 +122,7 @@ class Requirement:
 class Require:
     items: tuple[Requirement, ...]
     span: Span
+    profile: Ident | None = None  # `require strict`: a stdlib requirement profile
 
 
 PolicyItem = Field | Refuse | Anonymize | Keep | Method | Require

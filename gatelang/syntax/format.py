@@ -298,10 +298,11 @@ def _gate_item(out: _Out, it: ast.PolicyItem, keyed: _Keyed) -> None:
         out.line(i1, "}")
     elif isinstance(it, ast.Require):
         end = out.c.of(keyed(it, "end"))
+        head = f"require {it.profile.text}" if it.profile else "require"
         if not it.items and not (end.leading or end.trailing):
-            out.line(i1, "require {}", it)
+            out.line(i1, head if it.profile else "require {}", it)
             return
-        out.line(i1, "require {", it)
+        out.line(i1, head + " {", it)
         for r in it.items:
             out.line(i2, _requirement(r), r)
         out.line(i1, "}", keyed(it, "end"), comment_indent=i2)
@@ -432,7 +433,12 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
                     out.line(i3 + INDENT, f"{_param(m, x)}: {_yaml_value(x.value)}", x)
     for r in requires:
         # `require {}` is an empty list, not a missing one (`require:` alone would be null).
-        out.line(i2, "require:" if r.items else "require: []", r)
+        if r.profile and not r.items:
+            out.line(i2, f"require: {r.profile.text}", r)
+        else:
+            out.line(i2, "require:" if r.items or r.profile else "require: []", r)
+        if r.profile and r.items:
+            out.line(i3, f"- {r.profile.text}")
         for req in r.items:
             out.line(i3, f"- {_y(_requirement(req))}", req)
         # YAML has no closing line: comments before `}` go to the end of the policy.

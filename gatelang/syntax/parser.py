@@ -229,6 +229,12 @@ class _Builder(Transformer):
         span, children = self._meta(children)
         return ast.Require(tuple(children), span)
 
+    def require_profile(self, children):
+        span, children = self._meta(children)
+        name, *items = children
+        return ast.Require(tuple(i for i in items if i is not None), span,
+                           profile=self._ident(name))
+
     def requirement(self, children):
         span, children = self._meta(children)
         present = [c for c in children if c is not None]

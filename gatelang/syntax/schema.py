@@ -89,7 +89,12 @@ def json_schema() -> dict[str, Any]:
             "keep": {"oneOf": [{"enum": list(PRESERVATIONS)},
                                {"type": "array", "items": {"enum": list(PRESERVATIONS)}}]},
             "method": {"oneOf": method_variants},
-            "require": {"type": "array", "items": requirement},
+            "require": {"oneOf": [
+                {"enum": sorted(std.requirement_profiles),
+                 "description": "a stdlib requirement profile"},
+                {"type": "array", "items": {"oneOf": [
+                    requirement, {"enum": sorted(std.requirement_profiles)}]}},
+            ]},
         },
     }
     return {

@@ -322,14 +322,22 @@ class _Loader:
         return ast.Method(ast.Ident(name, self.span(k)), tuple(params), span)
 
     def require(self, node: Node, span: Span) -> ast.Require:
+        """`require:` is a list of `metric(split) op threshold` lines; a bare name (alone, or
+        as the list's first item) names a stdlib requirement profile (`require: strict`)."""
         self.visit(node)
+        if isinstance(node, ScalarNode) and _NAME.fullmatch(str(node.value) or ""):
+            return ast.Require((), span, profile=ast.Ident(str(node.value), self.span(node)))
         if not isinstance(node, SequenceNode):
             raise _Shape("require must be a list of `metric(split) op threshold` lines",
                          self.span(node), "require: [\"refusal(heldout) >= 95%\"]")
         items = []
-        for n in node.value:
+        profile = None
+        for k, n in enumerate(node.value):
             s = self.scalar(n, "requirement")
             base = self.span(s)
+            if k == 0 and _NAME.fullmatch(s.value or ""):
+                profile = ast.Ident(s.value, base)
+                continue
             if s.style in ("'", '"'):
                 base = Span(file=base.file, line=base.line, col=base.col + 1,
                             end_line=base.end_line, end_col=base.end_col)
@@ -337,7 +345,7 @@ class _Loader:
                 items.append(parse_requirement(s.value, base))
             except DiagnosticError as exc:
                 self.diagnostics.extend(exc.diagnostics)
-        return ast.Require(tuple(items), span)
+        return ast.Require(tuple(items), span, profile=profile)
 
 
 def yaml_comments(text: str) -> list[ast.Comment]:
