@@ -301,3 +301,25 @@ def test_require_strict_expands_the_profile_and_own_lines_replace_its_lines() ->
             "        in: [en]\n        via: [text]\n    keep: [other_subjects]\n"
             "    require: [strict, \"leakage(sampled) <= 1%\"]\n")
     assert loads(yaml, "p.yaml").semantic_dump() == ir.semantic_dump()
+
+
+def test_refusal_languages_widen_strict_scoring_and_reach_the_plan() -> None:
+    from gatelang.planner import plan
+    from gatelang.syntax.format import format_source
+    from gatelang.syntax.source import parse_source
+
+    src = ("gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n"
+           'policy p {\n  refuse home_address about "Alice Okafor" in en via text\n'
+           "  refusal_languages zh\n}\n")
+    ir = loads(src, "p.gate")
+    assert ir.policies[0].refusal_languages == ("zh",)
+    verify = plan(ir).by_op("verify.refusal")[0]
+    assert verify.params["refusal_languages"] == ["zh"]
+    assert plan(ir).by_op("verify.sampled")[0].params["refusal_languages"] == ["zh"]
+    yaml = format_source(parse_source(src, "p.gate", "gate"), "yaml")
+    assert "refusal_languages: [zh]" in yaml
+    assert loads(yaml, "p.yaml").semantic_dump() == ir.semantic_dump()
+    from gatelang.ir import check_text
+
+    bad = check_text(src.replace("refusal_languages zh", "refusal_languages xx"), "p.gate")
+    assert [d.code for d in bad.errors] == ["G102"]

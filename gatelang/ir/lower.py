@@ -384,8 +384,19 @@ class _Lowerer(MethodLowering, RequirementLowering):
         require_seen: ast.Require | None = None
         start_errors = len([d for d in self.diags if d.severity == "error"])
         start_drops = self.silent_drops
+        accepted: list[str] = []
+        accepted_seen: ast.RefusalLanguages | None = None
         for it in item.items:
-            if isinstance(it, ast.Field):
+            if isinstance(it, ast.RefusalLanguages):
+                if accepted_seen is not None:
+                    self.error("G114", "refusal_languages is given twice", it.span,
+                               f"first given at line {accepted_seen.span.line}")
+                    continue
+                accepted_seen = it
+                names = self._names(it.languages, "language", self.std.languages, langs,
+                                    self._module_of)
+                accepted.extend(names or ())
+            elif isinstance(it, ast.Field):
                 if it.key in fields:
                     self.error("G114", f"{it.key} is given twice", it.span,
                                f"first given at line {fields[it.key].span.line}")
@@ -498,7 +509,7 @@ class _Lowerer(MethodLowering, RequirementLowering):
             description=fields["description"].value.text if "description" in fields else None,
             owner=fields["owner"].value.text if "owner" in fields else None,
             rules=tuple(rules), keep=tuple(keep), method=method,
-            requirements=requirements, span=item.span,
+            requirements=requirements, refusal_languages=tuple(accepted), span=item.span,
         )
 
     def _has_modality(self, attribute: str, modality: str) -> bool:

@@ -116,6 +116,9 @@ class Policy(Node):
     keep: tuple[Preservation, ...]
     method: Method
     requirements: tuple[Requirement, ...]
+    # Languages besides the question's in which a refusal counts (strict scoring otherwise
+    # accepts only the question's language).
+    refusal_languages: tuple[str, ...] = ()
 
     def refuse_rules(self) -> tuple[RefuseRule, ...]:
         return tuple(r for r in self.rules if isinstance(r, RefuseRule))

@@ -306,7 +306,8 @@ class _Builder:
                         tokens=passes * (per_question + (0 if attack in _NO_GENERATION
                                                          else MAX_NEW_TOKENS)))
             nid = self.add("verify", f"verify.{attack}", {
-                **{k: params[k] for k in ("subjects", "attributes", "rule_languages")},
+                **{k: params[k] for k in ("subjects", "attributes", "rule_languages",
+                                          "refusal_languages") if k in params},
                 "model": self.caps.name}, [("edited", edit), *[("queries", d[0]) for d in heldout]],
                 f"attack: {attack} ({p.name})", p.name, p.span, cost)
             out.append(nid)
@@ -337,6 +338,8 @@ class _Builder:
             "subjects": subjects, "attributes": attributes, "rule_languages": languages,
             "modalities": [m for m in ir.MODALITIES if any(m in r.modalities for r in rules)],
         }
+        if p.refusal_languages:
+            params["refusal_languages"] = list(p.refusal_languages)
         if any(r.split == "edit" for r in p.requirements):
             # Only a requirement on the edit split measures on what the edit trained on.
             refusal_data.extend(edits)

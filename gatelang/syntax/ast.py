@@ -103,6 +103,14 @@ class Param:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalLanguages:
+    """Languages besides the question's in which a refusal still counts as a refusal."""
+
+    languages: tuple[Ident, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Method:
     name: Ident
     params: tuple[Param, ...]
@@ -125,7 +133,7 @@ class Require:
     profile: Ident | None = None  # `require strict`: a stdlib requirement profile
 
 
-PolicyItem = Field | Refuse | Anonymize | Keep | Method | Require
+PolicyItem = Field | Refuse | Anonymize | Keep | RefusalLanguages | Method | Require
 
 
 @dataclass(frozen=True, slots=True)

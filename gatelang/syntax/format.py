@@ -282,6 +282,8 @@ def _gate_item(out: _Out, it: ast.PolicyItem, keyed: _Keyed) -> None:
     elif isinstance(it, ast.Keep):
         about = f" about {_names(it.subjects)}" if it.subjects else ""
         out.line(i1, f"keep {_names(it.items)}{about}", it)
+    elif isinstance(it, ast.RefusalLanguages):
+        out.line(i1, f"refusal_languages {_names(it.languages)}", it)
     elif isinstance(it, ast.Method):
         if not it.params:
             out.line(i1, f"method {it.name.text}", it)
@@ -398,6 +400,7 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
     keeps = [i for i in p.items if isinstance(i, ast.Keep) and i.subjects is None]
     methods = [i for i in p.items if isinstance(i, ast.Method)]
     requires = [i for i in p.items if isinstance(i, ast.Require)]
+    accepted = [i for i in p.items if isinstance(i, ast.RefusalLanguages)]
     for f in sorted(fields, key=lambda f: f.key):
         out.line(i2, f"{f.key}: {_y(f.value.text, force_quote=True)}", f)
     if rules:
@@ -418,6 +421,8 @@ def _yaml_policy(out: _Out, p: ast.Policy, keyed: _Keyed) -> None:
     if keeps:
         items = [k for keep in keeps for k in keep.items]
         out.line(i2, f"keep: {_ylist(items)}", *keeps)
+    for a in accepted:
+        out.line(i2, f"refusal_languages: {_ylist(a.languages)}", a)
     for m in methods:
         if not m.params:
             out.line(i2, f"method: {m.name.text}", m)

@@ -213,6 +213,10 @@ class _Builder(Transformer):
         subjects = next((c for c in rest if c is not None), None)
         return ast.Keep(items, subjects, span)
 
+    def refusal_languages(self, children):
+        span, children = self._meta(children)
+        return ast.RefusalLanguages(children[0], span)
+
     def method(self, children):
         span, children = self._meta(children)
         name, *params = children

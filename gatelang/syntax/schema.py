@@ -88,6 +88,7 @@ def json_schema() -> dict[str, Any]:
             "rules": {"type": "array", "items": rule, "minItems": 1},
             "keep": {"oneOf": [{"enum": list(PRESERVATIONS)},
                                {"type": "array", "items": {"enum": list(PRESERVATIONS)}}]},
+            "refusal_languages": _names(sorted(std.languages)),
             "method": {"oneOf": method_variants},
             "require": {"oneOf": [
                 {"enum": sorted(std.requirement_profiles),

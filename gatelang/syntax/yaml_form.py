@@ -17,7 +17,7 @@ from gatelang.syntax import ast
 from gatelang.syntax.parser import parse_requirement
 
 TOP_KEYS = ("gatelang", "use", "subjects", "policies")
-POLICY_KEYS = ("description", "owner", "rules", "keep", "method", "require")
+POLICY_KEYS = ("description", "owner", "rules", "keep", "refusal_languages", "method", "require")
 RULE_KEYS = {
     "refuse": ("refuse", "about", "in", "via"),
     "anonymize": ("anonymize", "in"),
@@ -266,6 +266,8 @@ class _Loader:
                         self.diagnostics.append(exc.diagnostic)
             elif key == "keep":
                 items.append(ast.Keep(self.names(v, "keep"), None, span))
+            elif key == "refusal_languages":
+                items.append(ast.RefusalLanguages(self.names(v, "refusal_languages"), span))
             elif key == "method":
                 items.append(self.method(v, span))
             elif key == "require":
