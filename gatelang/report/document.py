@@ -15,7 +15,7 @@ from typing import Any
 
 from gatelang.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
 
 def _pct(v: float | None) -> str:
