@@ -17,6 +17,7 @@ from gatelang.passes.data import QueriesPass
 from gatelang.passes.requirements import evaluate
 from gatelang.passes.verify.exposure import candidates, rank_percentile
 from gatelang.passes.verify.logit_lens import checked_index
+from gatelang.stdlib import load_stdlib
 
 OPTIONS = {"attack_items": 4, "max_new_tokens": 12}
 SELECTION = {"subjects": ["Alice Okafor"], "attributes": ["phone_number"], "languages": ["en"],
@@ -95,7 +96,7 @@ def test_unedited_model_exposes_the_value(unedited):
         assert r["rank_before"] == r["rank_after"] == 0.0, r
         assert r["before"] == r["after"] == "leak"
         assert r["logp_before"] == pytest.approx(r["logp_after"]) and r["logp_before"] < 0
-        assert r["candidates"] == 20
+        assert r["candidates"] == load_stdlib().attacks.settings.exposure_candidates
 
 
 def test_unedited_model_logit_lens_finds_the_value(ctx, unedited):

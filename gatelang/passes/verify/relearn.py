@@ -60,9 +60,9 @@ def training_pools(ctx: PassContext, node: NodeSpec, items: Sequence[EvalItem] =
                    ) -> tuple[list[Any], list[Any]]:
     """(fact queries, utility tasks) the relearning fine-tune draws from, in a stable order.
 
-    Facts are about subjects outside the node's `subjects` only, and rows whose answer equals
-    any protected value (the protected subjects' answers to the node's attributes in every
-    modality, and the protected items' values) are left out.
+    Facts are about subjects outside the node's `subjects` only, text questions only, and rows
+    whose answer equals any protected value (the protected subjects' answers to the node's
+    attributes in every modality, and the protected items' values) are left out.
     """
     protected = protected_subjects(ctx, node)
     if not protected:
@@ -75,9 +75,13 @@ def training_pools(ctx: PassContext, node: NodeSpec, items: Sequence[EvalItem] =
     secrets |= {_norm(it.expected) for it in items}
     secrets |= {_norm(v) for it in items for v, _ in it.also}
     others = [s.id for s in ctx.world.subjects if s.id not in protected]
-    facts = [q for q in ctx.world.queries(subjects=others, languages=languages, splits=["edit"])
+    # Text rows only: the relearning signal is the same, and image rows (hundreds of image
+    # tokens on a real VLM) would multiply the attack's cost for nothing it measures.
+    facts = [q for q in ctx.world.queries(subjects=others, languages=languages, splits=["edit"],
+                                          modalities=["text"])
              if q.subject_id not in protected and _norm(q.answer) not in secrets]
-    utility = [q for q in ctx.world.utility_tasks(languages=languages) if q.split == "edit"]
+    utility = [q for q in ctx.world.utility_tasks(languages=languages)
+               if q.split == "edit" and q.image is None]
     return facts, utility
 
 
