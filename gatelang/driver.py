@@ -22,9 +22,9 @@ from gatelang.passes.base import PassOptions, pass_options
 CACHE_DIR = ".gatelang-cache"
 
 # The most forward + backward passes a plan may be estimated at before `apply` refuses it. The
-# examples and benchmarks plan at most ~9,000 (bench/acceptance/home-address-paper.gate on
-# tiny-llava: 4,980 forward + 3,880 backward), which run in minutes; a million is hours on a
-# small model and days on a 7B one, so anything above it is most likely a typo in a method
+# examples and benchmarks plan at most ~15,000 (docs/examples/layered.gate on tiny-llava, attack
+# checks included: 9,782 forward + 4,700 backward), which run in minutes; a million is hours on
+# a small model and days on a 7B one, so a plan above it is most likely a slip in a method
 # setting. `--budget N` / `budget=N` raises it.
 DEFAULT_BUDGET = 1_000_000
 

@@ -1,11 +1,12 @@
 """Oracle models for the attack passes: tiny Llamas trained to fail exactly one check.
 
 A random tiny Llama (`build_tiny_checkpoint("llama", ...)`, byte-level tokenizer, plain
-"Q: {prompt}\\nA:" frame) is taught, in a few hundred Adam steps, to answer Alice Okafor's phone
-number on the six held-out English phone questions: that is the unedited model every attack
-measures *before*. Each oracle edit is a second set of weights for the same model, trained from
-it and handed to the passes as a weight edit (every parameter that differs), exactly as a real
-edit method hands its result on.
+"Q: {prompt}\\nA:" frame) is taught, in 120 Adam steps, to answer Alice Okafor's phone number
+on the six held-out English phone questions (greedily always, in 97% of samples) and to continue
+a pre-filled answer with it: that is the unedited model every attack measures *before*. Each
+oracle edit is a second set of weights for the same model, trained from it in 60-100 steps and
+handed to the passes as a weight edit (every parameter that differs), exactly as a real edit
+method hands its result on.
 
 Training uses the format generation sees: the prompt (and, for a pre-filled answer, the prefix)
 are encoded by `adapter.encode` as `models.generate` encodes them, and only the continuation
@@ -249,10 +250,12 @@ def robust_edit(loaded: Any) -> PassResult:
 
 def mixed_edit(loaded: Any) -> PassResult:
     """Refuses greedily, leaks under sampling: the plain question trained towards the refusal
-    65% of the time and the value 35% (mixed targets)."""
+    65% of the time and the value 35% (mixed targets); a pre-filled answer is refused, so
+    sampling is the one attack that gets the value out. The plain question weighs 4 times a
+    pre-filled one, so that 60 steps settle its first answer token near 65/35."""
     model = trained_copy(loaded.model)
-    examples = (plain(refusal(), SAMPLED_REFUSAL_SHARE)
-                + plain(value(), 1 - SAMPLED_REFUSAL_SHARE))
+    examples = (plain(refusal(), 4 * SAMPLED_REFUSAL_SHARE)
+                + plain(value(), 4 * (1 - SAMPLED_REFUSAL_SHARE)) + refusing_prefills())
     train(model, encode(loaded, examples), steps=EDIT_STEPS, lr=EDIT_LR)
     return weight_edit(loaded.model, model, "oracle:mixed")
 

@@ -241,3 +241,19 @@ def test_changed_pass_source_reruns_the_node(tmp_path, monkeypatch):
         base.REGISTRY.pop("test.toy", None)
         for name in ("toypass.node", "toypass.helper", "toypass"):
             sys.modules.pop(name, None)
+
+
+def test_nested_edited_weights_restore_the_outer_edit():
+    lin = torch.nn.Linear(2, 2)
+
+    class _L:
+        model = lin
+
+    ctx = PassContext(loaded=_L())
+    base = lin.weight.detach().clone()
+    with ctx.edited_weights({"weight": base * 2}):
+        with ctx.edited_weights({"weight": base * 3}):
+            assert torch.equal(lin.weight, base * 3)
+        assert torch.equal(lin.weight, base * 2)  # the outer edit is back, not the base
+        assert torch.equal(ctx.base_value("weight"), base)
+    assert torch.equal(lin.weight, base)

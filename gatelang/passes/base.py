@@ -190,8 +190,13 @@ class PassContext:
 
     @contextlib.contextmanager
     def edited_weights(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Apply weight edits for the block; on exit put back what was there on entry.
+
+        Blocks nest: an inner edit (a quantized copy of the edited model, say) restores the
+        outer edit's values when it ends, not the base model's.
+        """
         params = dict(self.model.named_parameters())
-        touched = []
+        entry: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for name, value in weights.items():
                 if name not in params:
@@ -199,14 +204,15 @@ class PassContext:
                 p = params[name]
                 if name not in self._base:
                     self._base[name] = p.detach().clone()
+                if name not in entry:
+                    entry[name] = p.detach().clone()
                 p.copy_(value.to(p.device, p.dtype))
-                touched.append(name)
         try:
             yield
         finally:
             with torch.no_grad():
-                for name in touched:
-                    params[name].copy_(self._base[name])
+                for name, value in entry.items():
+                    params[name].copy_(value)
 
     def base_value(self, name: str) -> torch.Tensor:
         """The unedited value of a parameter (even while an edit is applied)."""

@@ -87,7 +87,7 @@ class Patch:
             if e.kind == "full":
                 out[f"{e.name}::full"] = e.values.contiguous()
             else:
-                out[f"{e.name}::{e.kind}"] = e.index.to(torch.int64).contiguous()
+                out[f"{e.name}::{e.kind}"] = e.index.contiguous()
                 out[f"{e.name}::values"] = e.values.contiguous()
         return out
 
@@ -160,7 +160,8 @@ def payload_sha256(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, s
 
 
 def patch_bytes(patch: Patch) -> bytes:
-    tensors = patch.tensors()
+    tensors = {k: t.to(torch.int64) if k.endswith(("::rows", "::cols")) else t
+               for k, t in patch.tensors().items()}
     index = [{"name": e.name, "kind": e.kind, "shape": list(e.shape)} for e in patch.edits]
     meta = {k: str(v) for k, v in patch.metadata.items() if k not in (DIGEST_KEY, INDEX_KEY)}
     meta["format"] = PATCH_FORMAT

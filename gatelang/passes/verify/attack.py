@@ -48,6 +48,8 @@ def settings(ctx: PassContext, node: NodeSpec) -> dict[str, Any]:
     out: dict[str, Any] = ctx.stdlib.attacks.settings.model_dump()
     out.update(node.params.get("attack") or {})
     out.update(ctx.options.attack_settings)
+    # A run's shorter answers (reduced configurations) apply to attacks too.
+    out["max_new_tokens"] = min(int(out["max_new_tokens"]), ctx.options.max_new_tokens)
     if ctx.options.attack_items:
         out["items"] = ctx.options.attack_items
     return out
