@@ -92,9 +92,9 @@ class Patch:
         return out
 
     def verify(self, source: str = "patch") -> None:
-        """Recompute the payload digest; PatchError when it is absent (a patch read from a file
-        always has one) or does not match. A patch made in memory (`make_patch`) has none and
-        is not checked."""
+        """Recompute the payload digest; PatchError when it does not match. A patch read from a
+        file always has one (`read_patch` refuses a file without); a patch made in memory
+        (`make_patch`) has none and is not checked."""
         want = self.metadata.get(DIGEST_KEY)
         if want is None:
             return
