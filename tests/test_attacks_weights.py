@@ -180,12 +180,12 @@ def test_relearn_trains_restores_and_never_sees_protected_facts(random_llava, mo
     res = get_pass("verify.relearn")().run(ctx, node, inputs)
 
     assert _unchanged(model, snap) == []  # every parameter restored exactly
-    assert len(drift) == 2 and all(d > 0 for d in drift)  # before and after both trained
+    # before: the unedited model's plain answers; after: asked once the edited model relearned
+    assert len(drift) == 2 and drift[0] == 0 and drift[1] > 0
     log = res.data["relearn"]
     assert log["steps"] == 2 and log["rows"] == 2 * 8
     assert log["fact_rows"] == 2 * 4 and log["utility_rows"] == 2 * 4
-    for side in ("before", "after"):
-        assert math.isfinite(log[side]["loss_first"]) and math.isfinite(log[side]["loss_last"])
+    assert math.isfinite(log["loss"]["loss_first"]) and math.isfinite(log["loss"]["loss_last"])
     assert "alice-okafor" not in log["subjects"]
     rows = res.data["items"]
     assert len(rows) == 4 and {r["split"] for r in rows} == {"relearn"}

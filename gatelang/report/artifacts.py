@@ -135,9 +135,14 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
     localization, methods = record.localization, record.methods
     passed = record.passed
     fp = footprint(ctx, weights)
+    from gatelang.passes.requirements import ATTACK_SPLITS
+
     for r in requirements:
         check = {"refusal": "refusal", "leakage": "refusal", "locality": "locality",
-                 "over_refusal": "locality", "utility": "utility", "utility_drop": "utility"}.get(r["metric"])
+                 "over_refusal": "locality", "utility": "utility", "utility_drop": "utility",
+                 "degenerate": "refusal"}.get(r["metric"])
+        if r.get("split") in ATTACK_SPLITS or r["metric"] == "exposure":
+            check = "robustness"  # the attack's rows are in the Robustness section
         if check:
             r["check_anchor"] = f"evidence-{check}"
             r["evidence"] = f"{check} rows"

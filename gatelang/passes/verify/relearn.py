@@ -16,10 +16,12 @@ decoder's layers (attention and MLP projections); embeddings, norms, `lm_head` a
 tower stay frozen. Adam (`relearn_lr`), `relearn_steps` steps of `relearn_batch` rows, mean
 token NLL of the answer span; the model stays in eval mode (no dropout).
 
-`before` fine-tunes the unedited model, `after` the edited one; each is then asked the
-protected questions greedily, and every trained tensor is copied back exactly (checked). Rows
-per question under split `relearn`; the training losses are in the pass data (`relearn`).
-With no edit (an audit) the `after` side reuses `before`.
+`after` fine-tunes the edited model, then asks the protected questions greedily; every trained
+tensor is copied back exactly (checked). `before` is the unedited model's plain greedy answers:
+relearning a model that never forgot measures nothing, and it would double the attack's cost.
+With no edit (an audit) the unedited model itself is fine-tuned, so `audit --attacks` shows
+what relearning does to it. Rows per question under split `relearn`; the training losses are
+in the pass data (`relearn`).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ import torch
 from gatelang.errors import PlanError
 from gatelang.measure import EvalItem, ItemResult
 from gatelang.measure.verification import evaluate_items
-from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
+from gatelang.passes.base import NodeSpec, PassContext, PassResult, register, weights_of
 from gatelang.passes.edit_set import as_item, encode
 from gatelang.passes.tensors import forward_logits, freeze, per_row_nll, restore_grad
-from gatelang.passes.verify.attack import AttackCheck, before_after, row
+from gatelang.passes.verify.attack import AttackCheck, row
 from gatelang.passes.verify.quantized import decoder_projections
 
 SPLIT = "relearn"
@@ -188,14 +190,20 @@ class VerifyRelearn(AttackCheck):
             losses.append(step_losses)
             return results
 
-        before, after = before_after(ctx, inputs, measure)
+        weights = weights_of(inputs)
+        if weights:
+            before = evaluate_items(ctx.loaded, items, max_new_tokens=ctx.options.max_new_tokens)
+            with ctx.edited_weights(weights):
+                after = measure()
+        else:
+            before = after = measure()
         trained_on = [q for rows in batches for q in rows]
         self.log = {
             "steps": len(batches), "batch": int(cfg["relearn_batch"]), "lr": lr,
             "rows": len(trained_on), "fact_rows": sum(1 for q in trained_on if q.subject_id),
             "utility_rows": sum(1 for q in trained_on if not q.subject_id),
             "subjects": sorted({q.subject_id for q in trained_on if q.subject_id}),
-            "before": _summary(losses[0]), "after": _summary(losses[-1]),
+            "loss": _summary(losses[-1]),
         }
         return [row(item, SPLIT, before=b, after=a, known=known[item.id])
                 for item, b, a in zip(items, before, after, strict=True)]
