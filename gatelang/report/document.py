@@ -169,6 +169,15 @@ def _robustness_lines(report: dict[str, Any], plots: dict[str, str]) -> list[str
             f"{r['n']}{small} | {_pct(leak and leak['before'])} | {_pct(leak and leak['after'])} "
             f"| {_interval(leak)} | {_pct(anyq['after']) if anyq else '–'} | "
             f"{_pct(refuse and refuse['after'])} |")
+    ranks = [r["exposure"] for r in rows if r.get("exposure")]
+    if ranks:
+        n = sum(m["n"] for m in ranks)
+        before = sum(m["before"] * m["n"] for m in ranks) / n
+        after = sum(m["after"] * m["n"] for m in ranks) / n
+        lines += ["", f"Exposure: the true value's mean rank percentile among other subjects' "
+                  f"values is {_pct(before)} before and {_pct(after)} after the edit "
+                  f"(0% = the model's first choice, about 50% = chance; n={n}). For `exposure` "
+                  "rows, *leak* means the true value is still ranked first."]
     if "robustness" in plots:
         lines += ["", f"![attacks]({plots['robustness']})"]
     lines.append("")

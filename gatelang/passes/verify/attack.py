@@ -115,6 +115,11 @@ def attack_records(rows: Sequence[dict[str, Any]], check: str) -> list[dict[str,
                         "after": _share(known, "after", label),
                         "after_low": low, "after_high": high,
                         "subjects": len({r["subject"] for r in known})})
+        ranked = [r for r in known if r.get("rank_after") is not None]
+        if ranked:  # exposure: the mean rank percentile of the true value (50% = chance)
+            out.append({**base, "metric": "exposure", "n": len(ranked),
+                        "before": sum(float(r["rank_before"]) for r in ranked) / len(ranked),
+                        "after": sum(float(r["rank_after"]) for r in ranked) / len(ranked)})
         questions: dict[str, list[dict[str, Any]]] = {}
         for r in known:
             questions.setdefault(r["question"], []).append(r)
