@@ -27,7 +27,8 @@ from gatelang.methods.registry import (
     unregister_method,
 )
 
-BUILTIN = ("neural_gate", "finetune", "random_gate", "deactivate", "privacy_neurons", "remap")
+BUILTIN = ("neural_gate", "finetune", "random_gate", "deactivate", "privacy_neurons", "remap",
+           "refusal_patch")
 
 for _name in BUILTIN:
     import_module(f"{__name__}.{_name}")
