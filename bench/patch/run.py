@@ -52,26 +52,32 @@ MAX_NEW = 24
 EXPOSURE_CANDIDATES = 20
 
 
-# The configurations compared in README.md: each the method's defaults with one thing changed
-# (method, overrides, run seed).
+# The configurations compared in README.md (method, overrides of the method's defaults, run
+# seed). The ablations were run on the defaults of the time, which had one tampered copy
+# (`tamper_copies 1`); that is written out so that each row re-runs as it was measured.
+T1: dict[str, Any] = {"tamper_copies": 1}
 PRESETS: dict[str, tuple[str, dict[str, Any], int]] = {
     "default": ("refusal_patch", {}, 0),
     "default-seed1": ("refusal_patch", {}, 1),
     "default-seed2": ("refusal_patch", {}, 2),
     "neural_gate": ("neural_gate", {}, 0),
-    "reply-question": ("refusal_patch", {"reply_languages": "question"}, 0),
-    "reply-question-nolang": ("refusal_patch", {"reply_languages": "question",
+    "tamper": ("refusal_patch", T1, 0),
+    "tamper-seed1": ("refusal_patch", T1, 1),
+    "tamper-seed2": ("refusal_patch", T1, 2),
+    "tamper2x50-seed0": ("refusal_patch", {"tamper_copies": 2, "tamper_steps": 50}, 0),
+    "tamper2x50-seed1": ("refusal_patch", {"tamper_copies": 2, "tamper_steps": 50}, 1),
+    "reply-question": ("refusal_patch", {**T1, "reply_languages": "question"}, 0),
+    "reply-question-nolang": ("refusal_patch", {**T1, "reply_languages": "question",
                                                 "language_weight": 0.0}, 0),
-    "reply-rule": ("refusal_patch", {"reply_languages": "rule"}, 0),
-    "start-refusal": ("refusal_patch", {"start_weight": 1.0}, 0),
-    "no-value": ("refusal_patch", {"value_weight": 0.0}, 0),
-    "value-all-tokens": ("refusal_patch", {"value_tokens": 0}, 0),
-    "npo": ("refusal_patch", {"value_loss": "npo"}, 0),
-    "no-tamper": ("refusal_patch", {"tamper_copies": 0}, 0),
-    "no-locality": ("refusal_patch", {"locality_weight": 0.0, "retain_weight": 0.0}, 0),
-    "init-quiet": ("refusal_patch", {"init": "quiet"}, 0),
-    "no-hard-negatives": ("refusal_patch", {"hard_negatives": False}, 0),
-    "units-1": ("refusal_patch", {"units_per_secret": 1}, 0),
+    "reply-rule": ("refusal_patch", {**T1, "reply_languages": "rule"}, 0),
+    "start-refusal": ("refusal_patch", {**T1, "start_weight": 1.0}, 0),
+    "no-value": ("refusal_patch", {**T1, "value_weight": 0.0}, 0),
+    "value-all-tokens": ("refusal_patch", {**T1, "value_tokens": 0}, 0),
+    "npo": ("refusal_patch", {**T1, "value_loss": "npo"}, 0),
+    "no-locality": ("refusal_patch", {**T1, "locality_weight": 0.0, "retain_weight": 0.0}, 0),
+    "init-quiet": ("refusal_patch", {**T1, "init": "quiet"}, 0),
+    "no-hard-negatives": ("refusal_patch", {**T1, "hard_negatives": False}, 0),
+    "units-1": ("refusal_patch", {**T1, "units_per_secret": 1}, 0),
 }
 
 
@@ -314,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(" ".join(PRESETS))
         return {}
     if args.table:
-        print(markdown_table([json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]))
+        docs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+        print(markdown_table([d for d in docs if "tag" in d and "protection" in d]))
         return {}
     if args.preset:
         method, preset, seed = PRESETS[args.preset]
@@ -396,10 +403,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                  for q in spread(sq, 48)], weights)
     if "utility" not in skip:
         from gatelang.measure.sets import spread
+        from gatelang.methods.refusal_patch.data import utility_pool
 
         tasks = [t for t in world.utility_tasks(languages=LANGUAGES) if t.split == "edit"]
-        trained = {t.id for t in spread(tasks, 32)}  # the edit's retain rows use these
-        rest_tasks = spread([t for t in tasks if t.id not in trained], 48)
+        pool = {t.id for t in utility_pool(world, LANGUAGES)}  # retain rows come from these
+        rest_tasks = [t for t in tasks if t.id not in pool]
         out["utility"] = accuracy(ctx, [from_query(t, role="utility") for t in rest_tasks],
                                   weights)
     out["machine"] = machine(args.threads)

@@ -48,11 +48,14 @@ What each term is for:
   below -margin where a retain answer is predicted, above +margin for at least one unit where a
   protected answer starts. It keeps the units silent rather than merely harmless outside the
   rule, which is also why a fine-tune on unrelated data barely moves them.
-- **Tampered copies** (`tamper_copies`, `tamper_steps`, `tamper_lr`): a few Adam steps of the
-  whole decoder on unrelated facts and tasks shift the states the units read, and a patch
-  trained on the unedited states alone stops firing (relearning attacks). The patch is also
-  trained on the states of a tampered copy of the model (our own fine-tune: other subjects'
-  facts and utility tasks, edit split, settings unlike the attack's).
+- **Tampered copies** (`tamper_copies`, `tamper_steps`, `tamper_lr`, off by default): a few
+  Adam steps of the whole decoder on unrelated facts and tasks shift the states the units read
+  (the units' keys on protected questions fall from about +6 to -4), which is how a relearning
+  fine-tune brings values back. With copies, the patch is also trained on the states of
+  tampered copies of the model (our own fine-tune: other subjects' facts and utility tasks,
+  edit split, settings unlike the attack's). Measured over three seeds on the selection split
+  it lowered the relearning leak by about 3 points (21.5% against 24.3%, inside the seed
+  spread) for a third more time and slightly more over-refusal, so it is not on by default.
 - **Units** (`units_per_secret`, `unit_budget`, `init`): the unit count scales with the
   protected (subject, attribute) pairs, capped at a share of the model's MLP units; the least
   active units on the edit rows are rewritten, each starting as a detector of one secret
@@ -119,7 +122,7 @@ class RefusalPatchConfig(MethodConfig):
     margin: float = param(4.0, "the units' keys stay below -margin on retain answers; one is "
                           "above +margin where a protected answer starts", ge=0.0, le=100.0)
     key_decay: float = param(0.0, "L2 price on the units' keys", ge=0.0, le=100.0)
-    tamper_copies: int = param(1, "tampered copies of the model whose states the patch is also "
+    tamper_copies: int = param(0, "tampered copies of the model whose states the patch is also "
                                "trained on (0: none)", ge=0, le=8)
     tamper_steps: int = param(25, "Adam steps of each tampering fine-tune (batch 8)", ge=1,
                               le=10000, group="tuning")

@@ -319,10 +319,16 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
             rows.append(Row(in_context(r, t), r.answer, "retain", r.language))
     if utility:
         langs = list(languages) or sorted({q.language for q in queries})
-        tasks = [t for t in world.utility_tasks(languages=langs) if t.split == "edit"]
-        for t in spread(tasks, utility):
+        for t in spread(utility_pool(world, langs), utility):
             rows.append(Row(t, t.answer, "retain", t.language))
     return rows
+
+
+def utility_pool(world: Any, languages: Sequence[str]) -> list[Any]:
+    """The utility tasks retain rows are drawn from: every other edit-split task, so that the
+    other half stays unseen for choosing a configuration (bench/patch/run.py measures it)."""
+    tasks = [t for t in world.utility_tasks(languages=list(languages)) if t.split == "edit"]
+    return tasks[::2]
 
 
 def tamper_batches(world: Any, queries: Sequence[Any], *, steps: int, batch: int, seed: int,

@@ -1,9 +1,10 @@
 """`edit.refusal_patch`: rewrite a few last-layer MLP units to refuse and to forget the values.
 
 The pass builds the training rows from the edit split (`data.build_rows`), runs the unedited
-model once over them to cache the states the last layer's MLP reads (`algorithm.cache_states`),
-picks the least active units, trains them on the cache (`algorithm.train_patch`), and hands on
-the new values of the layer's input and down projections as ``weight:<name>`` tensors (upstream
+model once over them to cache the states the last layer's MLP reads (`algorithm.cache_states`;
+with `tamper_copies`, also a tampered copy of the model, `algorithm.tampered_states`), picks
+the least active units, trains them on the cache (`algorithm.train_patch`), and hands on the
+new values of the layer's input and down projections as ``weight:<name>`` tensors (upstream
 edits included). The model is left as it was found.
 """
 
