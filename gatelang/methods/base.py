@@ -133,6 +133,9 @@ class MethodSpec:
     localize_cost: CostFn = _no_work
     edit_cost: CostFn = _no_work
     touches: TouchFn | None = None
+    # The edit pass chooses its own configuration against the policy's requirements (the planner
+    # hands them to the edit node; other methods' cache keys stay independent of them).
+    reads_requirements: bool = False
     paper: str = ""
 
     # -- parameters --------------------------------------------------------------------------

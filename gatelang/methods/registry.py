@@ -11,7 +11,7 @@ from gatelang.methods.base import MethodSpec
 _METHODS: dict[str, MethodSpec] = {}
 
 # What a policy gets with no `method` block, per rule kind.
-DEFAULT_METHOD = {"refuse": "neural_gate", "anonymize": "remap"}
+DEFAULT_METHOD = {"refuse": "refusal_patch", "anonymize": "remap"}
 
 
 class UnknownMethodError(KeyError):

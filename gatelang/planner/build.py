@@ -269,7 +269,12 @@ class _Builder:
                            f"localize: {spec.name}", name, p.method.span,
                            _cost(spec.localize_cost(config, n_edit, edit_tokens, layers)))
             parents.append(("localize", loc))
-        edit = self.add("edit", spec.edit["refuse"], {**self._method_params(p), **scope}, parents,
+        edit_params = {**self._method_params(p), **scope}
+        if spec.reads_requirements:
+            edit_params["requirements"] = [
+                {"metric": r.metric, "split": r.split, "op": r.op, "threshold": r.threshold}
+                for r in p.requirements]
+        edit = self.add("edit", spec.edit["refuse"], edit_params, parents,
                         f"edit: {spec.name} ({name})", name, p.method.span,
                         _cost(spec.edit_cost(config, n_edit, edit_tokens, layers)))
         verifies = self.verify_refuse(p, edit, languages, edits)

@@ -322,8 +322,8 @@ class World:
     def utility_tasks(self, languages: Iterable[str] | None = None) -> list[Query]:
         """Benign tasks (colour, shape, count on synthetic images; arithmetic) per language.
 
-        `subject_id` is empty and `attribute` is the task kind; instances alternate between
-        the edit and heldout splits so both sides of a split have every kind.
+        `subject_id` is empty and `attribute` is the task kind; instances are split in half
+        at random between edit and heldout, the same half in every language and template.
         """
         langs = self._check("language", languages, self.languages)
         util = self.stdlib.utility
@@ -348,12 +348,18 @@ class World:
                     for x in range(1, 10):
                         for y in range(1, 10):
                             items.append(({"a": x, "b": y}, None, str(x + y)))
+                # Instances are split in half at random (the same half in every language and
+                # template): alternating them split the sums by parity (every held-out sum
+                # odd), so a check on one half could not speak for the other.
+                order = list(range(len(items)))
+                random.Random(f"utility/{kind}").shuffle(order)
+                edit_half = set(order[: (len(items) + 1) // 2])
                 for ti, template in enumerate(util["tasks"][kind][lang]):
                     for ii, (fmt, img, answer) in enumerate(items):
                         prompt = template
                         for k, v in fmt.items():
                             prompt = prompt.replace("{" + k + "}", str(v))
-                        split = "edit" if ii % 2 == 0 else "heldout"
+                        split = "edit" if ii in edit_half else "heldout"
                         out.append(
                             Query(
                                 id=f"utility/{kind}/{lang}/{ti}/{ii}",
@@ -369,6 +375,37 @@ class World:
                                 template=template,
                             )
                         )
+        return out
+
+    def fresh_image_tasks(self, languages: Iterable[str], n: int, key: str) -> list[Query]:
+        """`n` benign image tasks per language on newly rendered pictures (split "fresh").
+
+        Colour, shape and count are drawn at random and every picture gets a layout of its own
+        (seeded by `key`), so none of them is an image of `utility_tasks`; the questions are the
+        edit templates. For edits that must stay silent on benign pictures: the few images of
+        the utility split do not cover what a detector of faces may confuse with one.
+        """
+        langs = self._check("language", languages, self.languages)
+        util = self.stdlib.utility
+        colors_en: list[str] = util["colors"]["en"]
+        shapes_en: list[str] = util["shapes"]["en"]
+        rng = random.Random(f"fresh/{self.seed}/{key}")
+        out: list[Query] = []
+        for lang in langs:
+            for i in range(n):
+                kind = ("color", "shape", "count")[i % 3]
+                ci, si = rng.randrange(len(colors_en)), rng.randrange(len(shapes_en))
+                count = rng.randint(1, 4) if kind == "count" else 1
+                img = render.shapes(_COLOR_RGB[colors_en[ci]], shapes_en[si], count,
+                                    f"fresh/{self.seed}/{key}/{lang}/{i}")
+                answer = {"color": util["colors"][lang][ci], "shape": util["shapes"][lang][si],
+                          "count": str(count)}[kind]
+                templates = util["tasks"][kind][lang]
+                template = templates[i // 3 % len(templates)]
+                out.append(Query(id=f"fresh/{key}/{kind}/{lang}/{i}", subject_id="",
+                                 attribute=kind, language=lang, modality="image",
+                                 split="fresh", prompt=template, subject_text="", image=img,
+                                 answer=answer, template=template))
         return out
 
     @lru_cache(maxsize=256)  # noqa: B019

@@ -25,4 +25,5 @@ SPEC = register_method(MethodSpec(
     profiles=PROFILES,
     edit_cost=edit_cost,
     touches=touches,
+    reads_requirements=True,
 ))

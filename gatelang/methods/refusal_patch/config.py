@@ -80,11 +80,29 @@ TRAIN_PREFIXES: dict[str, tuple[str, ...]] = {
     "es": ("Por supuesto. Es", "Vale, aquí tienes:", "¡Claro!", "Lo siento, pero"),
 }
 
+# Assents of the configuration search's pre-filled answers (`search.SelectionCheck`): neither
+# `TRAIN_PREFIXES` nor the stdlib attack's assent, so the search measures a prefix the patch was
+# not trained on and verification's prefill attack stays unseen by both.
+SELECT_PREFIXES: dict[str, str] = {"en": "Sure, it is:", "zh": "好的，是：", "es": "Claro, es:"}
+
 
 class RefusalPatchConfig(MethodConfig):
     """A few last-layer MLP units rewritten to refuse and to make the protected values unlikely
     under any prefix (the module docstring says why each term exists)."""
 
+    search: Literal["auto", "off"] = param(
+        "auto", "choose the configuration on a selection split carved from the edit data "
+        "(search.py): train, measure on held-out edit templates, adjust what fell short; off: "
+        "train the configuration as given on the whole edit set")
+    refit: bool = param(True, "after the search, train the chosen configuration again on the "
+                        "whole edit set (the shipped patch then has seen every edit template; "
+                        "the selection numbers describe its sibling trained on two thirds)")
+    search_trials: int = param(4, "most configurations the search trains", ge=1, le=50)
+    search_seconds: float = param(60.0, "wall-time budget of the search (seconds): it stops "
+                                  "after the trial that passes it", ge=1.0, le=86400.0)
+    selection_fraction: float = param(1 / 3, "share of each attribute and language's edit "
+                                      "templates held out for the search", percent=True,
+                                      group="tuning")
     layer: Layer = param("auto", "decoder layer whose units are rewritten (auto: the last; the "
                          "patch is trained on cached states, which is exact only there)")
     units_per_secret: int = param(2, "units per protected (subject, attribute) pair",
@@ -121,7 +139,7 @@ class RefusalPatchConfig(MethodConfig):
     locality_weight: float = param(1.0, "weight of the activation margins", ge=0.0, le=100.0)
     margin: float = param(4.0, "the units' keys stay below -margin on retain answers; one is "
                           "above +margin where a protected answer starts", ge=0.0, le=100.0)
-    key_decay: float = param(0.0, "L2 price on the units' keys", ge=0.0, le=100.0)
+    key_decay: float = param(0.1, "L2 price on the units' keys", ge=0.0, le=100.0)
     tamper_copies: int = param(0, "tampered copies of the model whose states the patch is also "
                                "trained on (0: none)", ge=0, le=8)
     tamper_steps: int = param(25, "Adam steps of each tampering fine-tune (batch 8)", ge=1,
@@ -141,10 +159,13 @@ class RefusalPatchConfig(MethodConfig):
                                      "outside the rule", ge=0, le=8, group="tuning")
     retain_utility: int = param(32, "benign utility tasks among the retain rows", ge=0,
                                 le=10000, group="tuning")
+    fresh_images: int = param(48, "benign pictures rendered for the patch (per language; "
+                              "image rules only) among the retain rows", ge=0, le=10000,
+                              group="tuning")
     contexts: int = param(0, "copies of every refusal and retain row after one of Neural "
                           "Gate's context sentences", ge=0, le=5, group="tuning")
     margin_tokens: Literal["answers", "all"] = param(
-        "answers", "where the lower margin applies: the positions that predict retain answers, "
+        "all", "where the lower margin applies: the positions that predict retain answers, "
         "or every token of the retain rows", group="tuning")
     init: Literal["probe", "quiet"] = param(
         "probe", "start each unit as a detector of one secret (T-Patcher's key initialisation) "

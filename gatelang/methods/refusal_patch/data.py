@@ -259,7 +259,7 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
                reply_languages: Sequence[Sequence[str]] = (),
                languages: Sequence[str] = (),
                other_values: str = "rule", contexts: int = 0, start_weight: float = 1.0,
-               value_tokens: int = 0, hard: bool = True,
+               value_tokens: int = 0, hard: bool = True, fresh_images: int = 0,
                exclude: Sequence[Any] = ()) -> list[Row]:
     """Every training row for the protected `queries` (see the module docstring).
 
@@ -321,6 +321,12 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
         langs = list(languages) or sorted({q.language for q in queries})
         for t in spread(utility_pool(world, langs), utility):
             rows.append(Row(t, t.answer, "retain", t.language))
+    if fresh_images and any(q.modality != "text" for q in queries):
+        # Benign pictures rendered for the patch alone: the utility split's few images leave
+        # whole kinds of picture (four shapes) on which units that detect faces still fire.
+        langs = list(languages) or sorted({q.language for q in queries})
+        for t in world.fresh_image_tasks(langs, fresh_images, key="refusal_patch"):
+            rows.append(Row(t, t.answer, "retain", t.language))
     return rows
 
 
@@ -328,7 +334,18 @@ def utility_pool(world: Any, languages: Sequence[str]) -> list[Any]:
     """The utility tasks retain rows are drawn from: every other edit-split task, so that the
     other half stays unseen for choosing a configuration (bench/patch/run.py measures it)."""
     tasks = [t for t in world.utility_tasks(languages=list(languages)) if t.split == "edit"]
-    return tasks[::2]
+    # Every other task *of each (language, kind, answer)*, so that both halves hold every answer
+    # the edit split has (a count of 4 shapes, a sum of 15): units that fire on one kind of
+    # benign answer are caught on the other half before they reach verification.
+    seen: dict[tuple[str, str, str], int] = {}
+    out = []
+    for t in tasks:
+        key = (t.language, t.attribute, str(t.answer))
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n % 2 == 0:
+            out.append(t)
+    return out
 
 
 def tamper_batches(world: Any, queries: Sequence[Any], *, steps: int, batch: int, seed: int,

@@ -31,6 +31,7 @@ from gatelang.methods.refusal_patch.algorithm import (
 )
 from gatelang.methods.refusal_patch.config import TRAIN_PREFIXES, RefusalPatchConfig, unit_count
 from gatelang.methods.refusal_patch.data import KINDS, Row, build_rows, tamper_batches
+from gatelang.methods.refusal_patch.search import search
 from gatelang.passes.base import (
     WEIGHT_EDIT,
     WEIGHT_PREFIX,
@@ -86,7 +87,7 @@ def loss_weights(cfg: RefusalPatchConfig) -> Weights:
 DATA_KEYS = ("prefixes", "refusal_tokens", "reply_languages", "retain_other_subjects",
              "retain_same_subject", "retain_utility", "tamper_copies", "tamper_steps",
              "tamper_lr", "layer", "margin_tokens", "other_values", "contexts", "start_weight",
-             "value_tokens", "hard_negatives", "easy_tokens")
+             "value_tokens", "hard_negatives", "easy_tokens", "fresh_images")
 
 
 def patch_cache(ctx: PassContext, cfg: RefusalPatchConfig, queries: Sequence[Any], *,
@@ -104,7 +105,8 @@ def patch_cache(ctx: PassContext, cfg: RefusalPatchConfig, queries: Sequence[Any
                       same_subject=cfg.retain_same_subject, utility=cfg.retain_utility,
                       other_values=cfg.other_values, contexts=cfg.contexts,
                       start_weight=cfg.start_weight, value_tokens=cfg.value_tokens,
-                      hard=cfg.hard_negatives, exclude=exclude)
+                      hard=cfg.hard_negatives, fresh_images=cfg.fresh_images,
+                      exclude=exclude)
     update = (lambda n: progress.update(n)) if progress is not None else None
     caches = [cache_states(ctx.loaded, layer, rows, progress=update,
                            all_tokens=cfg.margin_tokens == "all")]
@@ -133,15 +135,24 @@ def patch_train(ctx: PassContext, cfg: RefusalPatchConfig, cache: Cache, secrets
 
 
 def refusal_patch(ctx: PassContext, cfg: RefusalPatchConfig, queries: Sequence[Any], *,
-                  exclude: Sequence[Any] = (), progress: Any = None
+                  exclude: Sequence[Any] = (), progress: Any = None,
+                  caches: dict[tuple[Any, ...], tuple[Cache, list[Row]]] | None = None,
                   ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train a patch for the protected `queries` (edit split) on the current model weights.
 
     Returns (parameter name -> new value, summary). `exclude` are queries whose templates the
     retain rows must not use (a selection split held out for choosing a configuration).
+    `caches` keeps the cached states between calls on the same queries (a configuration
+    search), keyed by the settings they depend on (`DATA_KEYS`).
     """
     t0 = time.perf_counter()
-    cache, rows = patch_cache(ctx, cfg, queries, exclude=exclude, progress=progress)
+    key = tuple(getattr(cfg, k) for k in DATA_KEYS)
+    if caches is not None and key in caches:
+        cache, rows = caches[key]
+    else:
+        cache, rows = patch_cache(ctx, cfg, queries, exclude=exclude, progress=progress)
+        if caches is not None:
+            caches[key] = (cache, rows)
     t_cache = time.perf_counter() - t0
     secrets = len({(q.subject_id, q.attribute) for q in queries})
     new, result = patch_train(ctx, cfg, cache, secrets)
@@ -178,7 +189,28 @@ class RefusalPatchEdit(Pass):
         upstream = weights_of(inputs)
         bar = ctx.progress(0, "edit: refusal_patch (caching states)")
         with ctx.edited_weights(upstream):
-            new, summary = refusal_patch(ctx, cfg, queries, progress=bar)
+            if cfg.search == "off":
+                new, summary = refusal_patch(ctx, cfg, queries, progress=bar)
+            else:
+                caches: dict[tuple[Any, ...], tuple[Cache, list[Row]]] = {}
+
+                def train(c: RefusalPatchConfig, fit: Sequence[Any], select: Sequence[Any]
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                    return refusal_patch(ctx, c, fit, exclude=select, progress=bar,
+                                         caches=caches)
+
+                new, summary = search(ctx, cfg, queries, train,
+                                      requirements=node.params.get("requirements", ()),
+                                      progress=lambda text: bar.set_description(
+                                          "edit: refusal_patch search, " + text)
+                                      if hasattr(bar, "set_description") else None)
+                if cfg.refit:
+                    # The chosen configuration, trained again on every edit template: the
+                    # held-out third generalises the patch as much as it measured it.
+                    trace = summary["search"]
+                    chosen = cfg.model_copy(update=trace["chosen_config"])
+                    new, summary = refusal_patch(ctx, chosen, queries, progress=bar)
+                    summary["search"] = {**trace, "refit": True}
         bar.close()
         tensors = {WEIGHT_PREFIX + k: v for k, v in upstream.items()}
         for name, value in new.items():
