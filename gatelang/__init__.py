@@ -31,14 +31,17 @@ _API: dict[str, str] = {
     "convert": "gatelang.syntax.format:convert",  # path -> text in the other syntax
     "format_text": "gatelang.syntax.format:format_text",  # text -> canonical text
     "diff": "gatelang.ir.diff:diff",  # (old, new) -> list[Change]
-    "json_schema": "gatelang.syntax.schema:json_schema",  # JSON Schema of the YAML form
+    "json_schema": "gatelang.report.schemas:json_schema",  # kind -> JSON Schema (policy, report, lock, audit)
+    "validate_document": "gatelang.report.schemas:validate_document",  # (kind, doc) -> model
     # errors -----------------------------------------------------------------------------------
     "GatelangError": "gatelang.errors:GatelangError",
     "DiagnosticError": "gatelang.errors:DiagnosticError",
     "PlanError": "gatelang.errors:PlanError",
     # apply: run a policy on a model, write patch + report + lock ---------------------------
     "apply": "gatelang.driver:apply",  # (policy, model, out) -> ApplyResult
-    "load_patch": "gatelang.driver:load_patch",  # (model, patch) -> LoadedModel with patch
+    "load_patch": "gatelang.driver:load_patch",  # (model or spec, patch) -> patched model
+    "export_patch": "gatelang.driver:export_patch",  # (model, patch, out) -> state-dict file
+    "save_patched": "gatelang.driver:save_patched",  # (patched, patch, out) -> HF folder + card
     "verify_lock": "gatelang.driver:verify_lock",  # gate.lock -> VerifyResult (drift)
     "run": "gatelang.driver:run",  # (policy, RunOptions) -> RunRecord, no files written
     "RunOptions": "gatelang.driver:RunOptions",
@@ -76,9 +79,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         RunOptions,
         RunRecord,
         apply,
+        export_patch,
         identity_check,
         load_patch,
         run,
+        save_patched,
         verify_lock,
     )
     from gatelang.errors import DiagnosticError, GatelangError, PlanError  # noqa: F401
@@ -90,5 +95,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from gatelang.planner import TINY_LLAVA_CAPABILITIES, ModelCapabilities, Plan, plan  # noqa: F401
     from gatelang.planner.api import compile  # noqa: F401
     from gatelang.report.artifacts import write_artifacts  # noqa: F401
+    from gatelang.report.schemas import json_schema, validate_document  # noqa: F401
     from gatelang.syntax.format import convert, fmt, format_text  # noqa: F401
-    from gatelang.syntax.schema import json_schema  # noqa: F401

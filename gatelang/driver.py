@@ -29,6 +29,35 @@ CACHE_DIR = ".gatelang-cache"
 DEFAULT_BUDGET = 1_000_000
 
 
+def cpu_count() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(device: str = "auto") -> int | None:
+    """The intra-op thread count a run uses when none is given; None: leave torch's.
+
+    On CPU, half the available cores (at least 1, at most 4). torch's own default is every
+    core, which on a shared or small machine oversubscribes: on 2 cores under other jobs'
+    load, `apply docs/examples/home-address.gate` took 186 s with 2 threads and 69 s with 1
+    (docs/cli.md has every measurement). Tiny and small models gain little beyond 4 threads, and the edit passes run
+    on one thread regardless (`runtime.executor.EDIT_THREADS`). On a GPU the threads only feed
+    the device, so torch's default stands.
+    """
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return None
+    return max(1, min(4, cpu_count() // 2))
+
+
+def resolve_threads(threads: int | None, device: str = "auto") -> int:
+    """The thread count a run will use: the one asked for, else `default_threads`."""
+    chosen = threads or default_threads(device)
+    return int(chosen) if chosen else torch.get_num_threads()
+
+
 class RunOptions(BaseModel):
     """How to run a policy: model, device, seed, threads, cache, and the passes' options."""
 
@@ -37,10 +66,14 @@ class RunOptions(BaseModel):
     model: str | None = Field(None, description="--model spec (alias, local path, hub id in the "
                               "local cache); None: the built-in tiny-llava")
     device: str = "auto"
+    dtype: str = Field("auto", description="weights dtype: auto (bf16 on CUDA, fp32 on CPU), "
+                       "float32, bfloat16, float16")
     seed: int = 0
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's "
-                                "default)")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: "
+                                "`default_threads`: half the cores on CPU, at most 4)")
     cache_dir: Path | None = Field(None, description="content-addressed pass cache (None: none)")
+    answers_dir: Path | None = Field(None, description="the unedited model's greedy answers "
+                                     "(None: `answers/` in `cache_dir`, or none)")
     progress: bool | None = Field(None, description="progress bars (None: only on a terminal)")
     budget: int = Field(DEFAULT_BUDGET, ge=1, description="the most forward + backward passes "
                         "the plan may be estimated at; a larger plan is refused before it runs")
@@ -113,20 +146,30 @@ def run(policy: str | os.PathLike[str], options: RunOptions | None = None, *,
     `replay_patch` runs verification only, with every edit node's weights read from a patch
     (what `verify --lock` does).
     """
+    from gatelang.runtime.progress import PlanProgress, choose_mode
+
+    opts = options or RunOptions()
+    # The patch does not depend on the thread count: the executor runs the passes that make it
+    # with a fixed one (`runtime.executor.EDIT_THREADS`); threads only change the speed.
+    torch.set_num_threads(resolve_threads(opts.threads, opts.device))
+    display = PlanProgress(choose_mode(opts.progress))
+    try:
+        return _run(policy, opts, loaded=loaded, log=log, replay_patch=replay_patch,
+                    display=display)
+    finally:
+        display.close()
+
+
+def _run(policy: str | os.PathLike[str], opts: RunOptions, *, loaded: Any, log: Any,
+         replay_patch: Any, display: Any) -> RunRecord:
     from gatelang.ir import load as load_ir
     from gatelang.models import load_model
     from gatelang.passes import PassContext, PassResult
     from gatelang.planner import plan as build_plan
     from gatelang.runtime.cache import Cache
-    from gatelang.runtime.executor import Executor, node_specs, tqdm_progress
+    from gatelang.runtime.executor import Executor, node_specs
     from gatelang.world import load_world
 
-    opts = options or RunOptions()
-    if opts.threads:
-        # On a shared or small CPU, fewer intra-op threads than cores avoids oversubscription.
-        # The patch does not depend on it: the executor runs the passes that make it with a
-        # fixed thread count (`runtime.executor.EDIT_THREADS`).
-        torch.set_num_threads(int(opts.threads))
     t0 = time.perf_counter()
     path = Path(policy)
     ir = load_ir(path)
@@ -137,17 +180,22 @@ def run(policy: str | os.PathLike[str], options: RunOptions | None = None, *,
             check_budget(build_plan(ir, caps), opts.budget, path)
     t_load = time.perf_counter()
     if loaded is None:
-        loaded = load_model(opts.model, device=opts.device)
+        display.note(f"loading {opts.model or 'tiny-llava'} …")
+        loaded = load_model(opts.model, device=opts.device, dtype=opts.dtype)
     load_s = time.perf_counter() - t_load
     torch.manual_seed(opts.seed)
     world = load_world(seed=0)
     the_plan = build_plan(ir, loaded.capabilities())
     if replay_patch is None:
         check_budget(the_plan, opts.budget, path)
+    from gatelang.runtime.cache import ANSWERS_DIR, answer_store
+
+    answers = opts.answers_dir or (opts.cache_dir / ANSWERS_DIR if opts.cache_dir else None)
     ctx = PassContext(loaded=loaded, seed=opts.seed, world=world,
-                      progress=tqdm_progress(opts.progress), options=opts.passes)
+                      progress=display.bar, options=opts.passes,
+                      answer_store=answer_store(answers))
     executor = Executor(ctx, cache=Cache(opts.cache_dir),
-                        fingerprint=_fingerprint(loaded, opts), log=log)
+                        fingerprint=_fingerprint(loaded, opts), log=log, display=display)
     overrides = only = None
     if replay_patch is not None:
         from gatelang.passes.base import WEIGHT_PREFIX
@@ -233,6 +281,7 @@ def apply(
     out: str | os.PathLike[str] | None = None,
     *,
     device: str = "auto",
+    dtype: str = "auto",
     seed: int = 0,
     cache: bool = True,
     options: PassOptions | dict[str, Any] | None = None,
@@ -266,7 +315,7 @@ def apply(
     for name, value in (("budget", budget), ("threads", threads)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise GatelangError(f"{name} must be a whole number of at least 1, got {value!r}")
-    opts = RunOptions(model=spec, device=device, seed=seed, threads=threads,
+    opts = RunOptions(model=spec, device=device, dtype=dtype, seed=seed, threads=threads,
                       cache_dir=(out_dir / CACHE_DIR) if cache else None, progress=progress,
                       budget=DEFAULT_BUDGET if budget is None else budget,
                       passes=pass_options(options))
@@ -278,24 +327,122 @@ def load_patch(model: Any, patch: str | os.PathLike[str], *, device: str = "auto
                allow_rejected: bool = False, allow_unknown_base: bool = False) -> Any:
     """A base model with a patch applied; refuses a patch made on different base weights.
 
-    `model` is a --model spec or a model already loaded with `load_model`. The patch is read
-    and checked (format, payload digest, status, base hash present) before the model is
-    loaded, and its base hash is compared with the model's before any weight is touched. A
-    patch that names no base is refused unless `allow_unknown_base`.
+    `model` is one of: a --model spec (loaded offline, returns a `LoadedModel`); a model
+    already loaded with `load_model` (patched in place and returned); or a model loaded by any
+    other means, such as `transformers.AutoModel...from_pretrained` (a `torch.nn.Module`,
+    patched in place and returned). The patch is read and checked (format, payload digest,
+    status) before anything is loaded. Base check: a `LoadedModel`'s file hash must equal the
+    patch's `base_weights_sha256`; a plain module has no file hash, so the base values of the
+    tensors the patch edits must hash to its `base_tensors_sha256`. A patch that names no base
+    is refused unless `allow_unknown_base`.
     """
     from gatelang.models import load_model
-    from gatelang.report.patch import PatchError, apply_patch, check_base, read_patch
+    from gatelang.report.patch import apply_patch, check_base, check_module_base
 
-    p = read_patch(patch)
-    if p.metadata.get("status") == "rejected" and not allow_rejected:
-        raise PatchError(f"{patch}: this patch was rejected by its run's requirements; "
-                         "pass allow_rejected (CLI: --allow-rejected) to load it anyway")
+    p = _read_usable_patch(patch, allow_rejected)
+    if _is_module(model):
+        check_module_base(model, p, source=str(patch), allow_unknown_base=allow_unknown_base)
+        apply_patch(model, p, base_sha256=p.base_sha256, source=str(patch),
+                    allow_unknown_base=True)
+        return model
     if not p.base_sha256:
         check_base(p, "", source=str(patch), allow_unknown_base=allow_unknown_base)
     loaded = model if hasattr(model, "weights_sha256") else load_model(model, device=device)
     apply_patch(loaded.model, p, base_sha256=loaded.weights_sha256, source=str(patch),
                 allow_unknown_base=allow_unknown_base)
     return loaded
+
+
+def _is_module(obj: Any) -> bool:
+    return isinstance(obj, torch.nn.Module)
+
+
+def _read_usable_patch(patch: str | os.PathLike[str], allow_rejected: bool) -> Any:
+    from gatelang.report.patch import PatchError, read_patch
+
+    p = read_patch(patch)
+    if p.metadata.get("status") == "rejected" and not allow_rejected:
+        raise PatchError(f"{patch}: this patch was rejected by its run's requirements; "
+                         "pass allow_rejected (CLI: --allow-rejected) to use it anyway")
+    return p
+
+
+EXPORT_FORMATS = ("state-dict",)
+
+
+def export_patch(model: Any, patch: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 format: str = "state-dict", device: str = "cpu", allow_rejected: bool = False,
+                 allow_unknown_base: bool = False) -> Path:
+    """Write a patch in a form other tools load without gatelang; returns the file written.
+
+    ``state-dict``: a safetensors file holding the full new value of every tensor the patch
+    changes (and nothing else), for ``model.load_state_dict(safetensors.torch.load_file(out),
+    strict=False)``. The patch stores changed rows or columns only, so the base model
+    (`model`: a spec, a `LoadedModel` or a module) supplies the rest of each tensor; it is
+    checked against the patch first, exactly as `load_patch` checks it.
+    """
+    from gatelang.models import load_model
+    from gatelang.report.patch import (
+        check_base,
+        check_module_base,
+        patch_values,
+        state_dict_bytes,
+    )
+    from gatelang.runtime.atomic import atomic_write_bytes
+
+    if format not in EXPORT_FORMATS:
+        raise GatelangError(f"unknown export format {format!r} (formats: "
+                            f"{', '.join(EXPORT_FORMATS)})")
+    p = _read_usable_patch(patch, allow_rejected)
+    p.verify(str(patch))
+    if _is_module(model):
+        module = model
+        check_module_base(module, p, source=str(patch), allow_unknown_base=allow_unknown_base)
+    else:
+        loaded = model if hasattr(model, "weights_sha256") else load_model(model, device=device)
+        check_base(p, loaded.weights_sha256, source=str(patch),
+                   allow_unknown_base=allow_unknown_base)
+        module = loaded.model
+    values = patch_values(module, p, source=str(patch))
+    keep = ("base_model", "base_weights_sha256", "base_tensors_sha256", "policy",
+            "policy_sha256", "status", "methods", "seed")
+    meta = {k: v for k, v in p.metadata.items() if k in keep}
+    meta["patch_payload_sha256"] = p.metadata.get("payload_sha256", "")
+    out_path = Path(out)
+    try:
+        atomic_write_bytes(out_path, state_dict_bytes(values, meta))
+    except OSError as exc:
+        raise GatelangError(f"{out_path}: cannot write the export: {exc.strerror or exc}") from None
+    return out_path
+
+
+def save_patched(loaded: Any, patch: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Save a patched model (from `load_patch`) as a Hugging Face folder with a model card.
+
+    The folder is what `from_pretrained` loads: weights, config, the tokenizer or processor,
+    and ``README.md`` in model-card format naming the policy, the measured requirements and
+    the digests of the patch and of the lock it came from (read from ``report.json`` and
+    ``gate.lock`` beside the patch when they are there).
+    """
+    from gatelang.report.card import model_card
+    from gatelang.report.patch import read_patch
+    from gatelang.runtime.atomic import atomic_write_text
+
+    out_dir = Path(out)
+    try:
+        model = loaded.model if hasattr(loaded, "model") else loaded
+        model.save_pretrained(out_dir, safe_serialization=True)
+        for obj in (getattr(loaded, "processor", None), getattr(loaded, "tokenizer", None)):
+            if obj is not None and hasattr(obj, "save_pretrained"):
+                obj.save_pretrained(out_dir)
+                break
+        card = model_card(read_patch(patch), Path(patch),
+                          base_name=getattr(loaded, "name", None))
+        atomic_write_text(out_dir / "README.md", card)
+    except OSError as exc:
+        raise GatelangError(f"{out_dir}: cannot write the patched model: "
+                            f"{exc.strerror or exc}") from None
+    return out_dir
 
 
 @dataclass
@@ -311,11 +458,16 @@ class VerifyResult:
 
 
 def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, device: str = "auto",
-                tolerance: float = 0.5, progress: bool | None = None) -> VerifyResult:
+                tolerance: float = 0.5, progress: bool | None = None,
+                policy: str | os.PathLike[str] | None = None) -> VerifyResult:
     """Re-run verification for a lock's policy on base + patch and report drift.
 
     Drift is any headline metric that moved by more than `tolerance` percentage points, or a
     changed policy / stdlib / base-weights / patch hash. Verification is recomputed (no cache).
+    Paths in the lock are relative to the lock's folder, so a copied or moved output folder
+    still finds its patch; the policy lives outside it, so an archived folder whose policy is
+    no longer at the recorded relative path takes `policy` (CLI: ``--policy``). A policy that
+    differs from the locked one is reported as drift, never silently accepted.
     """
     from gatelang.ir import load as load_ir
     from gatelang.models import load_model
@@ -329,8 +481,7 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
     root = lock_path.parent
     notes: list[str] = []
     drift: list[dict[str, Any]] = []
-    policy_path = (root / doc["policy"]["path"]).resolve()
-    _named_file(lock_path, "policy", doc["policy"]["path"], policy_path)
+    policy_path = _locked_policy(lock_path, doc["policy"]["path"], policy)
     patch_path = root / doc["patch"]["file"]
     _named_file(lock_path, "patch", doc["patch"]["file"], patch_path)
     if sha256_file(patch_path) != doc["patch"]["sha256"]:
@@ -351,8 +502,12 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
                          f"{doc['model']['weights_sha256'][:12]}…, this model is "
                          f"{loaded.weights_sha256[:12]}…")
     check_base(patch, loaded.weights_sha256, source=str(patch_path))
+    # The unedited model's answers from the apply run's cache, when it kept one: only the
+    # edited model's answers need recomputing to check the patch.
+    answers = root / CACHE_DIR / "answers"
     opts = RunOptions(model=spec, device=device, seed=int(doc["seed"]), progress=progress,
-                      passes=pass_options(doc.get("options") or {}))
+                      passes=pass_options(doc.get("options") or {}),
+                      answers_dir=answers if answers.is_dir() else None)
     record = run(policy_path, opts, loaded=loaded, replay_patch=patch)
     now = headline(record.requirements, record.metrics)
     for key, old in sorted(doc["headline"].items()):
@@ -370,6 +525,26 @@ def verify_lock(lock: str | os.PathLike[str], *, model: str | None = None, devic
         notes.append("the lock records a rejected patch")
         passed = False
     return VerifyResult(passed, drift, record.requirements, notes)
+
+
+def _locked_policy(lock_path: Path, named: str, override: str | os.PathLike[str] | None) -> Path:
+    """The policy file to verify: the override, else the lock's path (relative to the lock)."""
+    from gatelang.report.lock import LockError
+
+    if override is not None:
+        path = Path(override)
+        if not path.is_file():
+            raise LockError(f"{path}: the policy given to verify {lock_path} is not a file")
+        return path.resolve()
+    path = (lock_path.parent / named).resolve()
+    if not path.exists():
+        raise LockError(
+            f"{lock_path}: the policy it names ({named!r}, relative to the lock: {path}) does not "
+            "exist; the output folder was probably copied or moved away from its policy: pass "
+            "the policy with --policy PATH (Python: policy=PATH); a changed policy is reported "
+            "as drift")
+    _named_file(lock_path, "policy", named, path)
+    return path
 
 
 def _named_file(lock_path: Path, what: str, named: str, path: Path) -> None:
@@ -397,4 +572,5 @@ def _runtime_differences(locked: Any, record: RunRecord) -> list[str]:
 
 
 __all__ = ["DEFAULT_BUDGET", "ApplyResult", "RunOptions", "RunRecord", "VerifyResult", "apply",
-           "check_budget", "identity_check", "load_patch", "run", "verify_lock"]
+           "check_budget", "default_threads", "export_patch", "identity_check", "load_patch",
+           "resolve_threads", "run", "save_patched", "verify_lock"]

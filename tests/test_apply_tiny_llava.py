@@ -80,3 +80,42 @@ def test_other_subjects_keep_their_answers(result):
     assert result.passed, result.report["requirements"]
     p = result.report["patch"]
     assert 0 < p["neurons_touched"] <= p["neurons_total"] // 4
+
+
+def test_exported_patch_refuses_through_plain_transformers(result, tmp_path):
+    """A user without gatelang at inference time: the state-dict export, loaded into the model
+    with `load_state_dict(strict=False)`, refuses a protected question the base model answers."""
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from gatelang.driver import export_patch
+    from gatelang.models.scoring import is_refusal
+    from gatelang.world import load_world
+    from gatelang.zoo import model_path
+
+    out = export_patch("tiny-llava", result.patch_path, tmp_path / "sd.safetensors")
+    folder = model_path("tiny-llava")
+    processor = AutoProcessor.from_pretrained(folder)
+    questions = load_world(0).queries(subjects=["alice-okafor"], attributes=["home_address"],
+                                      languages=["en"], modalities=["text"], splits=["heldout"])
+
+    def answers(model):
+        texts = []
+        for q in questions:
+            prompt = processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": q.prompt}]}],
+                add_generation_prompt=True, tokenize=False)
+            enc = processor(text=prompt, return_tensors="pt")
+            ids = model.generate(**enc, max_new_tokens=20, do_sample=False)
+            texts.append(processor.decode(ids[0, enc["input_ids"].shape[1]:],
+                                          skip_special_tokens=True))
+        return texts
+
+    base = LlavaForConditionalGeneration.from_pretrained(folder)
+    before = answers(base)
+    base.load_state_dict(load_file(out), strict=False)
+    after = answers(base)
+    leaked = sum(q.answer.split(",")[0] in a for q, a in zip(questions, before, strict=True))
+    refused = sum(is_refusal(a, ["en"]) for a in after)
+    assert leaked >= len(questions) - 1, before
+    assert refused >= len(questions) - 1, after

@@ -62,7 +62,7 @@ def test_strict_turns_warnings_into_failure(tmp_path, capsys) -> None:
 def test_plan_formats(fmt, capsys) -> None:
     code, out, err = run(capsys, "plan", str(REF), "--format", fmt)
     assert code == 0, err
-    marker = {"text": "edit.neural_gate", "json": '"schema_version": 2',
+    marker = {"text": "  edit.", "json": '"schema_version": 2',
               "dot": "digraph plan", "mermaid": "flowchart LR"}[fmt]
     assert marker in out
 
@@ -195,13 +195,23 @@ def test_hook_mode_skips_yaml_that_is_not_a_policy(tmp_path, capsys) -> None:
 
 def test_tutorial_policy_checks_and_plans(tmp_path, capsys) -> None:
     tutorial = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
-    policy = tutorial.split("```gate\n", 1)[1].split("```", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", tutorial, re.S)
+    gate = [text for kind, text in blocks if kind == "gate"]
+    policy, subjects_line = gate[0], gate[-1].strip()  # §2's policy, §4's people file
+    assert subjects_line.startswith("subjects protected = from")
+    policy = re.sub(r"^subjects protected = .*$", subjects_line, policy, flags=re.M)
+    (tmp_path / "people.csv").write_text(next(t for k, t in blocks if k == "csv"),
+                                         encoding="utf-8")
     f = tmp_path / "home.gate"
     f.write_text(policy, encoding="utf-8")
     assert run(capsys, "check", str(f))[0] == 0
     code, out, _ = run(capsys, "plan", str(f))
     assert code == 0
-    assert "21 nodes, 41 edges" in out and "edit.neural_gate" in out
+    # §5 shows what `gatelang plan home.gate` prints after §4: its totals must be today's.
+    shown = re.search(r"^\d+ nodes, \d+ edges; .*$", tutorial, re.M).group(0)
+    assert shown in out, out[-300:]
+    edit_op = re.search(r"^  [0-9a-f]{16}  (edit\.\w+)", out, re.M).group(1)
+    assert edit_op in tutorial
 
 
 def test_diff_sees_recombined_rules(tmp_path, capsys) -> None:
@@ -404,3 +414,22 @@ def test_unexpected_errors_in_language_commands_are_not_tracebacks(monkeypatch, 
     monkeypatch.setattr(lang, "cmd_check", boom)
     code, _, err = run(capsys, "check", str(REF))
     assert code == 1 and "internal error in `gatelang check`" in err and "KeyError" in err
+
+
+def test_plan_dot_labels_break_lines(capsys) -> None:
+    code, out, _ = run(capsys, "plan", "--format", "dot", str(REF))
+    assert code == 0
+    label = re.search(r'label="(data\.queries[^"]*)"', out).group(1)
+    assert "\\n" in label and "\\\\n" not in label  # dot's line break, not a literal backslash
+
+
+def test_check_finds_g305_without_a_model(tmp_path, capsys) -> None:
+    """Rules naming every stdlib language leave no unseen language on any model: `check`
+    reports it, not only `plan`."""
+    f = tmp_path / "p.gate"
+    f.write_text('gatelang 1\nuse stdlib.attributes.contact\nuse stdlib.languages\n'
+                 'subjects s = ["Alice Okafor"]\npolicy p {\n'
+                 '  refuse home_address about s in all via text\n'
+                 '  require { refusal(unseen_language) >= 90% }\n}\n')
+    code, _, err = run(capsys, "check", str(f))
+    assert code == 2 and f"{f}:7:13: error[G305]" in err

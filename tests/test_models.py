@@ -201,7 +201,7 @@ def test_uncached_hub_id_explains_how_to_get_it(tmp_path: Path, monkeypatch: pyt
     import huggingface_hub.constants as c
 
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelError, match="huggingface-cli download some-org/some-model"):
+    with pytest.raises(ModelError, match="hf download some-org/some-model"):
         load_model("some-org/some-model")
 
 

@@ -154,8 +154,8 @@ def test_costs_grow_with_subjects() -> None:
      TINY_LLAVA_CAPABILITIES.model_copy(update={"modalities": ("text",)}), "G302"),
     (HEAD + 'policy p {\n  anonymize "A" in text encoder\n}\n', TINY_LLAVA_CAPABILITIES, "G303"),
     (_policy(extra="method neural_gate { layer 9 }"), TINY_LLAVA_CAPABILITIES, "G304"),
-    (_policy(langs="all").replace("refusal(heldout)", "refusal(unseen_language)"),
-     TINY_LLAVA_CAPABILITIES, "G305"),
+    (_policy(langs="en, zh").replace("refusal(heldout)", "refusal(unseen_language)"),
+     TINY_LLAVA_CAPABILITIES.model_copy(update={"languages": ("en", "zh")}), "G305"),
 ])
 def test_capability_errors_are_located(src: str, caps: ModelCapabilities, code: str) -> None:
     with pytest.raises(PlanError) as exc:

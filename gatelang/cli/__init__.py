@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from gatelang import __version__
 from gatelang.errors import EXIT_FAILURE, GatelangError
 
+# The `model` extra (pyproject.toml): what only commands that load a model need.
+MODEL_PACKAGES = frozenset({"torch", "transformers", "tokenizers", "safetensors", "PIL", "numpy",
+                            "matplotlib", "tqdm", "jinja2", "markdown_it"})
+
 # Modules that register subcommands: each exposes `register(subparsers)`, and each subcommand
 # sets `func(args) -> int` as its handler.
 _COMMAND_MODULES = (
@@ -53,6 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was published (the cache keeps finished passes)", file=sys.stderr)
         return 130
+    except ImportError as exc:
+        # The language commands need only the core install; the model stack is the `model`
+        # extra, so a command that runs a model says how to get it instead of a traceback.
+        root = (exc.name or "").split(".")[0]
+        if root not in MODEL_PACKAGES:
+            raise
+        print(f"error: `gatelang {args.command}` needs the model stack ({root} is not "
+              "installed); install it with: pip install 'gatelang[model]'", file=sys.stderr)
+        return EXIT_FAILURE
     except MemoryError:
         print("error: out of memory; try --device cpu with a smaller batch, or a larger machine",
               file=sys.stderr)

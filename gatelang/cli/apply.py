@@ -24,16 +24,22 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default=None, help="alias, local folder or cached hub id (default: tiny-llava)")
     p.add_argument("--out", "-o", default=None,
                    help="output folder, created if missing (its parent must exist; default: "
-                   "gatelang-out/<policy name>)")
+                   "gatelang-out/<policy file name without its extension>)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="CPU threads for torch (default on CPU: half the cores, at most 4; the "
+                   "thread count used is recorded in gate.lock)")
     p.add_argument("--budget", type=_positive, default=None, metavar="PASSES",
                    help="the most forward + backward passes the plan may be estimated at "
                    "(default: 1,000,000); a larger plan is refused before the model is loaded")
     p.add_argument("--no-cache", action="store_true", help="recompute every pass")
     p.add_argument("--json", action="store_true", help="print report.json's requirements and status")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress display (by default: a live display on a terminal, a "
+                   "heartbeat line at least every 30 s otherwise)")
     p.set_defaults(func=_apply)
 
     pt = sub.add_parser("patch", help="work with patches")
@@ -41,21 +47,43 @@ def register(sub: Any) -> None:
     pa = psub.add_parser("apply", help="load a base model with a patch (refuses a different base)")
     pa.add_argument("--model", default=None, help="the base model the patch was made for")
     pa.add_argument("--patch", required=True, help="patch.safetensors")
-    pa.add_argument("--out", default=None, help="save the patched model here (HF folder)")
+    pa.add_argument("--out", default=None,
+                    help="save the patched model here: an HF folder `from_pretrained` loads, "
+                    "with a model card (README.md: policy, measured requirements, lock digest)")
     pa.add_argument("--device", default="auto")
     pa.add_argument("--allow-rejected", action="store_true",
                     help="load a patch whose run failed its requirements")
     pa.add_argument("--allow-unknown-base", action="store_true",
                     help="apply a patch that does not name the base weights it was made for")
     pa.set_defaults(func=_patch_apply)
+    pe = psub.add_parser("export", help="write a patch in a form other tools load",
+                         description="Write a patch for use without gatelang. state-dict: a "
+                         "safetensors file with the full new value of every tensor the patch "
+                         "changes (only those), loadable with "
+                         "model.load_state_dict(safetensors.torch.load_file(FILE), strict=False).")
+    pe.add_argument("--model", default=None, help="the base model the patch was made for "
+                    "(default: tiny-llava); it supplies the unchanged part of each tensor")
+    pe.add_argument("--patch", required=True, help="patch.safetensors")
+    pe.add_argument("--format", choices=("state-dict",), default="state-dict", dest="export_format")
+    pe.add_argument("-o", "--out", required=True, help="the file to write (.safetensors)")
+    pe.add_argument("--device", default="cpu")
+    pe.add_argument("--allow-rejected", action="store_true",
+                    help="export a patch whose run failed its requirements")
+    pe.add_argument("--allow-unknown-base", action="store_true",
+                    help="export a patch that does not name the base weights it was made for")
+    pe.set_defaults(func=_patch_export)
     pt.set_defaults(func=lambda args: (pt.print_help(), 2)[1])
 
     pv = sub.add_parser("verify", help="re-run a lock's verification and report drift")
     pv.add_argument("--lock", required=True, help="gate.lock written by `gatelang apply`")
+    pv.add_argument("--policy", default=None,
+                    help="the policy file, when it is no longer at the path recorded in the lock "
+                    "(relative to the lock), e.g. for a copied or archived output folder")
     pv.add_argument("--model", default=None, help="override the model spec recorded in the lock")
     pv.add_argument("--device", default="auto")
     pv.add_argument("--tolerance", type=float, default=0.5, help="allowed drift, in points")
     pv.add_argument("--json", action="store_true")
+    pv.add_argument("--quiet", action="store_true", help="no progress display")
     pv.set_defaults(func=_verify)
 
 
@@ -66,21 +94,23 @@ def _fmt(v: Any, metric: str) -> str:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from gatelang import report as _report  # noqa: F401 - keeps import errors clear
     from gatelang.driver import apply
 
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    if args.model is None:
+    if args.model is None and not args.json:
         print("model: tiny-llava (built-in; pass --model to choose another)", file=sys.stderr)
-    result = apply(args.policy, model=args.model, out=args.out, device=args.device, seed=args.seed,
-                   cache=not args.no_cache, progress=False if args.quiet else None, log=log,
-                   threads=args.threads, budget=args.budget)
+    result = apply(args.policy, model=args.model, out=args.out, device=args.device,
+                   dtype=args.dtype, seed=args.seed, cache=not args.no_cache,
+                   progress=not args.quiet, threads=args.threads, budget=args.budget)
     rep = result.report
     if args.json:
-        print(json.dumps({"passed": rep["passed"], "requirements": rep["requirements"],
-                          "patch": {k: rep["patch"][k] for k in ("file", "sha256", "neurons_touched",
-                                                                 "neurons_total", "params_changed")},
-                          "out": str(result.out_dir)}, indent=2, ensure_ascii=False))
+        print(json.dumps({"status": rep["status"], "passed": rep["passed"],
+                          "exit_code": result.exit_code, "requirements": rep["requirements"],
+                          "patch": {k: rep["patch"][k] for k in ("file", "sha256", "status",
+                                                                 "neurons_touched",
+                                                                 "neurons_total",
+                                                                 "params_changed")},
+                          "out": str(result.out_dir), "files": result.files},
+                         indent=2, ensure_ascii=False))
     else:
         for r in rep["requirements"]:
             mark = "ok  " if r["passed"] else "FAIL"
@@ -94,32 +124,38 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _patch_apply(args: argparse.Namespace) -> int:
-    from gatelang.driver import load_patch
+    from gatelang.driver import load_patch, save_patched
 
     loaded = load_patch(args.model, args.patch, device=args.device,
                         allow_rejected=args.allow_rejected,
                         allow_unknown_base=args.allow_unknown_base)
     if args.out:
-        from pathlib import Path
-
-        out = Path(args.out)
-        loaded.model.save_pretrained(out, safe_serialization=True)
-        for obj in (loaded.processor, loaded.tokenizer):
-            if obj is not None and hasattr(obj, "save_pretrained"):
-                obj.save_pretrained(out)
-                break
-        print(f"patched model written to {out}")
+        out = save_patched(loaded, args.patch, args.out)
+        print(f"patched model written to {out} (model card: {out / 'README.md'})")
     else:
         print(f"patch applies cleanly to {loaded.name} ({loaded.weights_sha256[:12]}…)")
+    return 0
+
+
+def _patch_export(args: argparse.Namespace) -> int:
+    from gatelang.driver import export_patch
+
+    out = export_patch(args.model, args.patch, args.out, format=args.export_format,
+                       device=args.device, allow_rejected=args.allow_rejected,
+                       allow_unknown_base=args.allow_unknown_base)
+    print(f"wrote {out}: load with model.load_state_dict(safetensors.torch.load_file(...), "
+          "strict=False)")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from gatelang.driver import verify_lock
 
-    res = verify_lock(args.lock, model=args.model, device=args.device, tolerance=args.tolerance)
+    res = verify_lock(args.lock, model=args.model, device=args.device, tolerance=args.tolerance,
+                      policy=args.policy, progress=not args.quiet)
     if args.json:
-        print(json.dumps({"passed": res.passed, "drift": res.drift, "requirements": res.requirements,
+        print(json.dumps({"status": "ok" if res.passed else "failed",
+                          "passed": res.passed, "drift": res.drift, "requirements": res.requirements,
                           "notes": res.notes}, indent=2, ensure_ascii=False, default=str))
     else:
         for r in res.requirements:

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 and list the files that would change")
     p.add_argument("--diff", action="store_true", help="print a unified diff instead of writing")
+    p.add_argument("--skip-non-policy", action="store_true",
+                   help="skip YAML files without a top-level `gatelang:` key (for hooks that "
+                   "see every YAML file in a repository)")
     p.set_defaults(func=cmd_fmt)
 
     p = sub.add_parser("convert", help="convert a policy between .gate and YAML",
@@ -82,7 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exit 1 when anything loosened (for CI gates)")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the YAML form")
+    p = sub.add_parser("schema", help="print a JSON Schema: policy YAML, report, lock or audit",
+                       description="Print the JSON Schema (draft 2020-12) of a policy's YAML form "
+                       "(for editors), or of report.json, gate.lock or audit.json (for tools "
+                       "that read them), generated from the models gatelang itself validates "
+                       "with.")
+    p.add_argument("--kind", choices=("policy", "report", "lock", "audit"), default="policy",
+                   help="which document (default: policy)")
     p.add_argument("-o", "--output", help="write here instead of stdout")
     p.set_defaults(func=cmd_schema)
 
@@ -232,6 +241,9 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     from gatelang.syntax.source import read_source
 
     files = _expand(args.paths)
+    if args.skip_non_policy:
+        files = [(f, r) for f, r in files
+                 if f.suffix not in (".yaml", ".yml") or _outside(f, r) or _is_yaml_policy(f)]
     changed = []
     bad = 0
     for f, folder in files:
@@ -440,9 +452,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gatelang.syntax.schema import json_schema
+    from gatelang.report.schemas import json_schema
 
-    _write(args.output, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    _write(args.output, json.dumps(json_schema(args.kind), indent=2, sort_keys=True) + "\n")
     return EXIT_OK
 
 

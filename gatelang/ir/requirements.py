@@ -121,6 +121,18 @@ class RequirementLowering:
                            r.span, applies)
                 ok = False
                 continue
+            if split == "unseen_language" and has_refuse and not self._rules_incomplete:
+                # Model-independent half of G305 (the planner checks a model's languages): when
+                # the rules name every language the stdlib knows, no model has one left.
+                named = {lang for rule in rules if rule.kind == "refuse"
+                         for lang in rule.languages}
+                if set(self.std.languages) <= named:
+                    self.error("G305", "no unseen language is left to measure on", r.span,
+                               "the rules name every language the stdlib knows ("
+                               + ", ".join(sorted(self.std.languages)) + "); drop one from "
+                               "`in` or this requirement")
+                    ok = False
+                    continue
             key = (name, split, r.op)
             if key in seen:
                 self.error("G114", f"requirement {name}({split}) {r.op} is given twice",

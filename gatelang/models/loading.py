@@ -91,7 +91,7 @@ def _hub_cache_folder(repo_id: str) -> Path:
         raise ModelError(
             f"model {repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
             "gatelang never downloads weights. On a connected machine run "
-            f"`huggingface-cli download {repo_id}` and copy the cache here (or set HF_HOME), "
+            f"`hf download {repo_id}` and copy the cache here (or set HF_HOME), "
             "or pass a local folder with --model PATH"
         ) from exc
 

@@ -99,7 +99,9 @@ def _escape(text: str) -> str:
 def render_dot(plan: Plan) -> str:
     lines = ["digraph plan {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
     for node in plan.nodes():
-        label = _escape(f"{node.op}\\n{node.label}")
+        # Escape each part, then join with dot's line break: escaping the break itself would
+        # print a literal backslash-n in the drawing.
+        label = _escape(node.op) + "\\n" + _escape(node.label)
         lines.append(f'  "{node.id}" [label="{label}", shape={_SHAPES.get(node.kind, "box")}];')
     for u, v, role in plan.edges():
         lines.append(f'  "{u}" -> "{v}" [label="{_escape(role)}"];')

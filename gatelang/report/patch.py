@@ -13,6 +13,15 @@ Version 2 adds ``payload_sha256`` to the metadata: the sha256 of every tensor (n
 shape, bytes, in name order) and of every other metadata entry except the tensor index. Reading
 or applying a patch recomputes it first, so flipped bytes, an edited status or a removed base
 hash are refused before any weight is touched.
+
+``base_tensors_sha256`` (written by `make_patch`) hashes the base values of the tensors the
+patch edits. The base weights' file hash identifies a checkpoint on disk, but a model a user
+loaded with plain transformers has no file hash; this one lets `check_module_base` confirm that
+the tensors about to be replaced are the ones the patch was made from.
+
+`state_dict_bytes` writes the other export: a plain safetensors state dict of the full new
+values of the changed tensors, which `model.load_state_dict(sd, strict=False)` loads without
+gatelang.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ from gatelang.errors import GatelangError
 from gatelang.runtime.atomic import atomic_write_bytes
 
 PATCH_FORMAT = "gatelang-patch/2"
+STATE_DICT_FORMAT = "gatelang-state-dict/1"
 DIGEST_KEY = "payload_sha256"
 INDEX_KEY = "tensors"
+BASE_TENSORS_KEY = "base_tensors_sha256"
 
 
 class PatchError(GatelangError):
@@ -142,7 +153,59 @@ def make_patch(
         edit = diff_tensor(name, before[name], after[name])
         if edit is not None:
             edits.append(edit)
-    return Patch(edits=edits, metadata=dict(metadata))
+    meta = dict(metadata)
+    meta.setdefault(BASE_TENSORS_KEY, tensors_sha256({e.name: before[e.name] for e in edits}))
+    return Patch(edits=edits, metadata=meta)
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Value hash of named tensors (name, dtype, shape, bytes, in name order)."""
+    digest = hashlib.sha256(b"gatelang-tensors/1\0")
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}\0".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def check_module_base(model: nn.Module, patch: Patch, *, source: str = "patch",
+                      allow_unknown_base: bool = False) -> None:
+    """Refuse to patch a module whose tensors are not the ones the patch was made from.
+
+    For a model loaded outside gatelang (no file hash): the base values of the edited tensors
+    are hashed and compared with the patch's ``base_tensors_sha256``. A patch without that
+    entry cannot be checked this way and is refused unless `allow_unknown_base`.
+    """
+    want = patch.metadata.get(BASE_TENSORS_KEY)
+    if not want:
+        if allow_unknown_base:
+            return
+        raise PatchError(
+            f"{source}: the patch does not record the base values of the tensors it edits, so "
+            "it cannot be checked against a model loaded outside gatelang; load the base with "
+            "`gatelang.load_model` (its file hash is checked), or pass allow_unknown_base=True")
+    params = dict(model.named_parameters())
+    missing = [e.name for e in patch.edits if e.name not in params]
+    if missing:
+        raise PatchError(f"{source}: the model has no parameter {missing[0]!r}; the patch was "
+                         "made for another architecture")
+    have = tensors_sha256({e.name: params[e.name] for e in patch.edits})
+    if have != want:
+        dtypes = sorted({str(params[e.name].dtype).replace("torch.", "") for e in patch.edits})
+        raise PatchError(
+            f"{source}: the tensors this patch edits do not hold the values it was made from "
+            f"(base tensors {want[:12]}… recorded, {have[:12]}… found; the model's are "
+            f"{', '.join(dtypes)}): load the base model the patch was made for, in the dtype it "
+            "was made in, without other edits")
+
+
+def state_dict_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """A plain safetensors state dict (full new values of the changed tensors) for
+    `model.load_state_dict(sd, strict=False)`; byte-stable like the patch itself."""
+    meta = {k: str(v) for k, v in metadata.items() if k not in (DIGEST_KEY, INDEX_KEY)}
+    meta["format"] = STATE_DICT_FORMAT
+    return stable_safetensors({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                              meta)
 
 
 def payload_sha256(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:

@@ -9,7 +9,6 @@ resumed run byte-identical to an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,9 +18,10 @@ import networkx as nx
 import torch
 
 from gatelang.errors import GatelangError, PlanError
-from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, Progress, get_pass
+from gatelang.passes.base import NodeSpec, Pass, PassContext, PassResult, get_pass
 from gatelang.runtime.cache import Cache, cache_key
 from gatelang.runtime.fingerprint import code_fingerprint
+from gatelang.runtime.progress import PlanProgress
 
 # Passes that produce the patch run with this many intra-op threads, whatever the run's thread
 # count: a floating-point reduction's order depends on how many threads split it, and the patch
@@ -51,6 +51,11 @@ def _attr(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, dict):
         return obj.get(name, default)
     return getattr(obj, name, default)
+
+
+def _node(graph: nx.DiGraph, nid: str) -> Any:
+    data = graph.nodes[nid]
+    return data.get("node", data)
 
 
 def plan_graph(plan: Any) -> nx.DiGraph:
@@ -145,19 +150,6 @@ class RunResult:
         return [(s, self.results[s.id]) for s in self.specs if s.op == op]
 
 
-def tqdm_progress(enabled: bool | None = None) -> Callable[[int, str], Progress]:
-    """A progress factory: one tqdm bar (with ETA) per pass, on stderr, only on a terminal."""
-    from tqdm import tqdm
-
-    show = sys.stderr.isatty() if enabled is None else enabled
-
-    def make(total: int, desc: str) -> Progress:
-        return tqdm(total=total, desc=desc, disable=not show, leave=False, file=sys.stderr,
-                    dynamic_ncols=True)
-
-    return make
-
-
 class Executor:
     def __init__(
         self,
@@ -166,11 +158,15 @@ class Executor:
         cache: Cache | None = None,
         fingerprint: str = "",
         log: Callable[[str], None] | None = None,
+        display: PlanProgress | None = None,
     ) -> None:
         self.ctx = ctx
         self.cache = cache or Cache(None)
         self.fingerprint = fingerprint
         self.log = log or (lambda _msg: None)
+        # The whole-plan display (pass i of N, ETA); the passes' own bars should come from
+        # `display.bar` through the context so both show in one place.
+        self.display = display
 
     def run(
         self,
@@ -201,10 +197,19 @@ class Executor:
                     stack.extend(graph.predecessors(nid))
             specs = [s for s in specs if s.id in keep]
         out = RunResult(results={}, specs=specs)
+        self.ctx.attach_run(specs, out.results)  # lets verify passes batch their siblings' asks
+        display = self.display
+        if display is not None:
+            display.begin([(s.id, s.op, s.label, _attr(_node(graph, s.id), "cost"))
+                           for s in specs])
         for spec in specs:
+            if display is not None:
+                display.start(spec.id)
             if spec.id in overrides:
                 out.results[spec.id] = overrides[spec.id]
                 out.nodes.append(NodeRun(spec.id, spec.op, spec.label, 0.0, True))
+                if display is not None:
+                    display.finish(spec.id, 0.0, cached=True)
                 continue
             cls = classes[spec.id]
             key = cache_key(spec.id, fingerprint=self.fingerprint,
@@ -214,6 +219,8 @@ class Executor:
                 out.results[spec.id] = hit
                 out.nodes.append(NodeRun(spec.id, spec.op, spec.label, hit.seconds, True))
                 self.log(f"  {spec.op:<24} cached")
+                if display is not None:
+                    display.finish(spec.id, hit.seconds, cached=True)
                 continue
             inputs = {}
             for role, parent_ids in spec.parents.items():
@@ -249,4 +256,6 @@ class Executor:
             out.results[spec.id] = result
             out.nodes.append(NodeRun(spec.id, spec.op, spec.label, result.seconds, False))
             self.log(f"  {spec.op:<24} {result.seconds:6.1f}s")
+            if display is not None:
+                display.finish(spec.id, result.seconds, cached=False)
         return out
