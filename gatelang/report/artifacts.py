@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatelang.errors import GatelangError
-from gatelang.report.document import REPORT_SCHEMA_VERSION, write_documents
+from gatelang.report.document import ITEMS_FILE, REPORT_SCHEMA_VERSION, write_documents
+from gatelang.report.evidence import (
+    annotate_metrics,
+    annotate_requirements,
+    collect_items,
+    requirement_parents,
+)
 from gatelang.report.lock import package_versions, write_lock
 from gatelang.report.patch import make_patch, patch_bytes
 from gatelang.runtime.atomic import atomic_write_bytes, recover_folder, replace_folder
@@ -38,7 +44,7 @@ def is_artifact(name: str) -> bool:
     A run owns these: a new run replaces them all (a stale rejected patch or plot goes). Every
     other entry (the resume cache, a file a user put there) is carried over to the new set.
     """
-    return (name in ("gate.lock", "report.json", "report.md", "report.html")
+    return (name in ("gate.lock", "report.json", "report.md", "report.html", ITEMS_FILE)
             or (name.startswith("patch.") and name.endswith(".safetensors"))
             or (name.startswith("plot-") and name.endswith(".png")))
 
@@ -173,9 +179,13 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
         for k, rule in enumerate(pol.rules, 1):
             text = " ".join(str(x) for x in (rule.kind, ", ".join(getattr(rule, "attributes", ())),
                                              "about", ", ".join(rule.subjects)))
-            rules.append({"policy": pol.name, "rule": k, "text": text,
+            rules.append({"policy": pol.name, "rule": k, "text": text, "span": _span(rule),
                           "requirements": [f"R{i}" for i, r in enumerate(requirements, 1)
                                            if r.get("policy") in (None, pol.name)]})
+    _requirement_spans(ir, requirements)
+    items = collect_items(run, record.plan)
+    annotate_metrics(metrics, items)
+    annotate_requirements(requirements, items, requirement_parents(run))
     n_ok = sum(1 for r in requirements if r["passed"])
     summary = (f"{n_ok} of {len(requirements)} requirements hold; "
                f"{fp['neurons_touched']} of {fp['neurons_total']} MLP units touched")
@@ -231,7 +241,7 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
     def write(stage: Path) -> dict[str, str]:
         # The patch first and the lock last; the set only becomes visible with the swap.
         atomic_write_bytes(stage / patch_name, patch_data)
-        written = write_documents(stage, report)
+        written = write_documents(stage, report, items=items, sources=_sources(ir, path))
         write_lock(stage / "gate.lock", lock)
         return written
 
@@ -247,6 +257,44 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
     from gatelang.driver import ApplyResult
 
     return ApplyResult(passed, given_out, report, patch_path, lock_path, files)
+
+
+def _span(node: Any) -> dict[str, Any] | None:
+    span = getattr(node, "span", None)
+    return None if span is None else span.model_dump()
+
+
+def _requirement_spans(ir: Any, requirements: list[dict[str, Any]]) -> None:
+    """Give each requirement result the source span of the `require` line it comes from.
+
+    Results come per policy in the order of the policy's `require` block (a profile's lines
+    expanded in place), so the k-th result of a policy is its k-th IR requirement; a result
+    whose metric does not match keeps no span rather than a wrong one.
+    """
+    by_policy = {p.name: list(p.requirements) for p in ir.policies}
+    seen: dict[str | None, int] = {}
+    for r in requirements:
+        name = r.get("policy")
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        reqs = by_policy.get(name) if name is not None else (
+            next(iter(by_policy.values())) if len(by_policy) == 1 else None)
+        if r.get("span") or not reqs or k >= len(reqs) or reqs[k].metric != r["metric"]:
+            continue
+        r["span"] = _span(reqs[k])
+
+
+def _sources(ir: Any, path: Path) -> dict[str, str]:
+    """The text of the policy files the report points into (by the name spans use)."""
+    out: dict[str, str] = {}
+    names = {str(path)} | {p.span.file for p in ir.policies if p.span is not None}
+    for name in sorted(names):
+        f = path if name == str(path) else Path(name)
+        try:
+            out[name] = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return {k: v for k, v in out.items() if v}
 
 
 def runtime_info(record: RunRecord) -> dict[str, Any]:
