@@ -12,6 +12,7 @@ cacheable by the node's content hash.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -154,7 +155,10 @@ class PassContext:
         stdlib: Any = None,
         progress: Callable[[int, str], Progress] | None = None,
         options: PassOptions | dict[str, Any] | None = None,
+        answer_store: Any = None,
     ) -> None:
+        from gatelang.measure.answers import AnswerCache
+
         self.loaded = loaded
         self.seed = seed
         self._world = world
@@ -162,6 +166,43 @@ class PassContext:
         self._progress = progress
         self.options = pass_options(options)
         self._base: dict[str, torch.Tensor] = {}
+        # Greedy answers per weight state, shared by every pass of the run (measure.answers).
+        self.answers = AnswerCache(answer_store)
+        # The weight mappings `edited_weights` has applied, outermost first (`weight_state`).
+        self._applied: list[Any] = []
+        # The plan's nodes and the results so far, when the executor shares them: lets the
+        # first verify pass of an edit batch the questions of its sibling passes.
+        self.plan_nodes: list[NodeSpec] | None = None
+        self.results: dict[str, PassResult] | None = None
+        self.prefetched: set[tuple[str, ...]] = set()
+
+    def attach_run(self, nodes: list[NodeSpec], results: dict[str, PassResult]) -> None:
+        """Let passes see the plan and the results computed so far (read only)."""
+        self.plan_nodes = list(nodes)
+        self.results = results
+
+    def weight_state(self) -> str | None:
+        """A key for the weights the model holds now: the base weights' hash, then each
+        mapping `edited_weights` has applied, in order; None when one of them cannot be named
+        (a mapping that is neither a dict of tensors nor carries a `state_token`).
+
+        Only what goes through `edited_weights` is seen: a pass that changes parameters in
+        place (a fine-tune) must not look answers up under this key while it does.
+        """
+        base = str(getattr(self.loaded, "weights_sha256", "") or "")
+        if not base:
+            return None
+        key = "base:" + base
+        if not self._applied:
+            self.answers.persistent = key
+            return key
+        h = hashlib.sha256(key.encode())
+        for weights in self._applied:
+            token = _mapping_token(weights)
+            if token is None:
+                return None
+            h.update(b"\0" + token.encode())
+        return "edit:" + h.hexdigest()
 
     @property
     def model(self) -> torch.nn.Module:
@@ -207,9 +248,14 @@ class PassContext:
                 if name not in entry:
                     entry[name] = p.detach().clone()
                 p.copy_(value.to(p.device, p.dtype))
+        pushed = len(weights) > 0
+        if pushed:
+            self._applied.append(weights)
         try:
             yield
         finally:
+            if pushed:
+                self._applied.pop()
             with torch.no_grad():
                 for name, value in entry.items():
                     params[name].copy_(value)
@@ -219,6 +265,22 @@ class PassContext:
         if name in self._base:
             return self._base[name]
         return dict(self.model.named_parameters())[name].detach()
+
+
+def _mapping_token(weights: Any) -> str | None:
+    """What names a weight mapping in `PassContext.weight_state`: its `state_token`, or a hash
+    of its parameter names and tensor bytes."""
+    token = getattr(weights, "state_token", None)
+    if token is not None:
+        return str(token)
+    if not isinstance(weights, dict):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(weights[name].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class _NullProgress:

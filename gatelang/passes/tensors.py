@@ -100,6 +100,26 @@ def per_row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll / mask.sum(-1).clamp(min=1)
 
 
+def nll_at(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`per_row_nll` from logits at the read positions only (`models.prefix.read_positions`):
+    `logits` [B, K, V] and the targets there [B, K] (IGNORE where a row has none)."""
+    logits = logits.float()
+    targets = targets.to(logits.device)
+    mask = targets != IGNORE
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    nll = -(logp.squeeze(-1) * mask).sum(-1)
+    return nll / mask.sum(-1).clamp(min=1)
+
+
+def probability_at(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`target_probability` from logits at the read positions only (see `nll_at`)."""
+    logits = logits.float()
+    targets = targets.to(logits.device)
+    mask = targets != IGNORE
+    p = torch.softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    return (p.squeeze(-1) * mask).sum(-1)
+
+
 def target_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-row sum over target tokens of the softmax probability of the right token ([B]).
 

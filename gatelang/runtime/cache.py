@@ -5,6 +5,10 @@ version) with what the plan does not know: the base weights' hash, the seed and 
 implementation's version. A result is a JSON document plus optional tensors; the tensors file is
 written first and the JSON last, both atomically, so a directory with `result.json` is complete
 and an interrupted run simply recomputes the node.
+
+`AnswerFiles` keeps the unedited model's greedy answers (`gatelang.measure.answers`) next to
+the pass results, in `answers/`, one JSON file per weight state, so a rerun or `verify --lock`
+does not decode the unedited model again.
 """
 
 from __future__ import annotations
@@ -62,3 +66,40 @@ class Cache:
             d / "result.json",
             {"data": result.data, "has_tensors": bool(result.tensors), "seconds": result.seconds},
         )
+
+
+ANSWERS_DIR = "answers"
+
+
+class AnswerFiles:
+    """The disk side of `measure.answers.AnswerCache`: ``<root>/<state>.json`` maps answer keys
+    to answers. A file is rewritten whole (atomically) with what it held plus the new answers,
+    so readers never see half a file; a damaged file reads as empty and is recomputed."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _file(self, state: str) -> Path:
+        safe = hashlib.sha256(state.encode()).hexdigest()[:32]
+        return self.root / f"{safe}.json"
+
+    def load(self, state: str) -> dict[str, str]:
+        path = self._file(state)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict) or doc.get("state") != state:
+            return {}
+        answers = doc.get("answers")
+        return {str(k): str(v) for k, v in answers.items()} if isinstance(answers, dict) else {}
+
+    def save(self, state: str, answers: dict[str, str]) -> None:
+        merged = self.load(state)
+        merged.update(answers)
+        atomic_write_json(self._file(state), {"state": state, "answers": merged})
+
+
+def answer_store(root: str | os.PathLike[str] | None) -> AnswerFiles | None:
+    """The answer files under `root` (a pass cache folder's `answers/`), or None for none."""
+    return None if root is None else AnswerFiles(root)

@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from gatelang.models.hooks import replace_inputs
+from gatelang.models.prefix import DecoderStack, FrozenPrefix, frozen_prefix, read_positions
 from gatelang.passes.tensors import (
     IGNORE,
     TokenBatch,
     forward_logits,
     freeze,
+    probability_at,
     restore_grad,
     target_probability,
 )
@@ -35,8 +37,13 @@ def integrated_gradients(
     batch: TokenBatch,
     *,
     steps: int = 20,
+    prefix: FrozenPrefix | None = None,
 ) -> torch.Tensor:
     """Attribution [B, I] of each row's target probability to the down projection's inputs.
+
+    `prefix` is the batch's frozen prefix below the down projection's decoder layer
+    (`models.prefix`): the layers under it do not depend on alpha, so they run once for all
+    steps, and the softmax is taken only at the positions that predict target tokens.
 
     The activations at the positions that predict target tokens are scaled by alpha = k/steps
     (k = 1..steps); attribution = activation * mean gradient, summed over those positions.
@@ -59,12 +66,15 @@ def integrated_gradients(
     flags = freeze(model)
     total: torch.Tensor | None = None
     base: torch.Tensor | None = None
+    positions, targets = read_positions(labels) if prefix is not None else (None, None)
     try:
         with replace_inputs(down_proj, scale):
             for k in range(1, steps + 1):
                 state["alpha"] = torch.tensor(k / steps)
-                logits = forward_logits(model, batch)
-                prob = target_probability(logits, labels).sum()
+                if prefix is None:
+                    prob = target_probability(forward_logits(model, batch), labels).sum()
+                else:
+                    prob = probability_at(prefix.logits(positions), targets).sum()
                 (grad,) = torch.autograd.grad(prob, state["leaf"])
                 total = grad if total is None else total + grad
                 base = state["base"]
@@ -90,13 +100,19 @@ def attribute(
     *,
     steps: int = 20,
     progress: Callable[[], None] | None = None,
+    stack: DecoderStack | None = None,
 ) -> Attribution:
+    """Integrated gradients of every batch at every layer of `down_projs` (keyed by decoder
+    layer index); with `stack`, each (batch, layer) runs the layers below once (see
+    `integrated_gradients`)."""
     layers = sorted(down_projs)
     rows: list[torch.Tensor] = []
     for batch in batches:
         per_layer = []
         for layer in layers:
-            per_layer.append(integrated_gradients(model, down_projs[layer], batch, steps=steps))
+            prefix = None if stack is None else frozen_prefix(model, stack, batch.inputs, layer)
+            per_layer.append(integrated_gradients(model, down_projs[layer], batch, steps=steps,
+                                                  prefix=prefix))
             if progress is not None:
                 progress()
         rows.append(torch.stack(per_layer, dim=1).cpu())

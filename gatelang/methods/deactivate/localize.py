@@ -14,6 +14,7 @@ from gatelang.errors import PlanError
 from gatelang.methods.deactivate import attribution as depn
 from gatelang.methods.deactivate.config import DeactivateConfig
 from gatelang.methods.neural_gate.localize import LOCALIZE_INPUTS
+from gatelang.models.prefix import decoder_stack
 from gatelang.passes.base import (
     UNIT_SET,
     NodeSpec,
@@ -69,7 +70,8 @@ class PrivacyNeuronsLocalize(Pass):
         bar = ctx.progress(sum(len(b) for b in batches.values()) * len(down), "localize: attribution")
         per_group = {}
         for key, bs in batches.items():
-            att = depn.attribute(ctx.model, down, bs, steps=steps, progress=lambda: bar.update(1))
+            att = depn.attribute(ctx.model, down, bs, steps=steps, progress=lambda: bar.update(1),
+                                 stack=decoder_stack(adapter))
             per_group[key] = depn.vote(att, threshold_ratio=ratio, top_k=top_k)
         bar.close()
         if not cross_lingual:

@@ -17,14 +17,31 @@ import torch
 from torch import nn
 
 from gatelang.models.hooks import capture_inputs
+from gatelang.models.prefix import (
+    DecoderStack,
+    FrozenPrefix,
+    PrefixCache,
+    frozen_prefix,
+    read_positions,
+)
 from gatelang.passes.tensors import (
     TokenBatch,
     edit_subject_states,
     forward_logits,
     freeze,
+    nll_at,
     per_row_nll,
     restore_grad,
 )
+
+
+def batch_nll(model: nn.Module, batch: TokenBatch, prefix: FrozenPrefix | None) -> torch.Tensor:
+    """Per-row target NLL: a full forward, or from the frozen prefix with logits only at the
+    positions the loss reads."""
+    if prefix is None:
+        return per_row_nll(forward_logits(model, batch), batch.labels)
+    positions, targets = read_positions(batch.labels)
+    return nll_at(prefix.logits(positions), targets)
 
 
 def objective(per_row: torch.Tensor, benign: torch.Tensor, retain_weight: float) -> torch.Tensor:
@@ -61,11 +78,18 @@ def learn_feature_vector(
     retain_weight: float = 1.25,
     init: float = 2.0,
     early_stop: float = 0.05,
+    stack: DecoderStack | None = None,
 ) -> FeatureVector:
-    """Optimise m (init 2, tanh(2)≈0.96) with the model frozen; Adam(lr, eps 1e-3)."""
+    """Optimise m (init 2, tanh(2)≈0.96) with the model frozen; Adam(lr, eps 1e-3).
+
+    With `stack` (`models.prefix.decoder_stack`) the layers below `layer` run once for the
+    batch instead of at every step: nothing below the feature vector changes while it learns.
+    """
     device = next(model.parameters()).device
     flags = freeze(model)
     try:
+        prefix = None if stack is None else frozen_prefix(model, stack, batch.inputs,
+                                                          stack.index(layer))
         m = torch.full((hidden_size,), float(init), device=device, requires_grad=True)
         opt = torch.optim.Adam([m], lr=lr, eps=1e-3)
         loss_val = float("inf")
@@ -73,8 +97,8 @@ def learn_feature_vector(
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
             with edit_subject_states(layer, batch.subject_index, lambda h: h * torch.tanh(m)):
-                logits = forward_logits(model, batch)
-            loss = objective(per_row_nll(logits, batch.labels), batch.benign, retain_weight)
+                per_row = batch_nll(model, batch, prefix)
+            loss = objective(per_row, batch.benign, retain_weight)
             loss = loss + l1 * (m - init).abs().mean()
             loss_val = float(loss.detach())
             done = step + 1
@@ -111,21 +135,22 @@ def build_gate(
 
 
 def gated_loss(model: nn.Module, layer: nn.Module, pair: TokenBatch, gate: torch.Tensor | None,
-               retain_weight: float) -> torch.Tensor:
+               retain_weight: float, prefix: FrozenPrefix | None = None) -> torch.Tensor:
     """The edit objective on one batch, with the subject token's gradient through the gate.
 
     h[b, s_b] = where(gate, h, h.detach()) at the layer's output: the value is unchanged, but
     only gated dims pass gradient back from the subject token (every other token keeps its full
-    gradient). `gate` None is the ungated fine-tune.
+    gradient). `gate` None is the ungated fine-tune. `prefix` is the pair's frozen prefix
+    below `layer` (`models.prefix`), when the caller keeps one.
     """
     if gate is None:
-        logits = forward_logits(model, pair)
+        per_row = batch_nll(model, pair, prefix)
     else:
         g = gate.to(next(layer.parameters()).device)
         with edit_subject_states(layer, pair.subject_index,
                                  lambda h, g=g: torch.where(g, h, h.detach())):
-            logits = forward_logits(model, pair)
-    return objective(per_row_nll(logits, pair.labels), pair.benign, retain_weight)
+            per_row = batch_nll(model, pair, prefix)
+    return objective(per_row, pair.benign, retain_weight)
 
 
 def gated_finetune(
@@ -145,6 +170,7 @@ def gated_finetune(
     reset_optimizer: bool = True,
     extra: Sequence[tuple[nn.Parameter, torch.Tensor]] = (),
     on_pair: Callable[[int, float], None] | None = None,
+    stack: DecoderStack | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Fine-tune `weight` (the layer's down_proj) on (sensitive, benign) pairs; returns its delta.
 
@@ -157,6 +183,10 @@ def gated_finetune(
     each with a same-shaped 0/1 mask (the selected units' input weights, so a few units can be
     retrained in full). Adam(lr, eps 1e-3) is re-created for every pair, as in the published
     code; `weight` is left edited, and so are the `extra` parameters.
+
+    With `stack`, each pair's activations below `layer` are computed once (and kept across
+    epochs while they fit, `models.prefix.PrefixCache`): every trained parameter lives in
+    `layer`, so nothing below it changes during the fine-tune.
     """
     original = weight.detach().clone()
     flags = freeze(model)
@@ -176,17 +206,19 @@ def gated_finetune(
         m = mask.to(param.device, param.dtype)
         handles.append(param.register_hook(lambda g, m=m: g * m))
         params.append(param)
+    cache = None if stack is None else PrefixCache(model, stack, stack.index(layer))
     try:
         k = 0
         opt = torch.optim.Adam(params, lr=lr, eps=1e-3, weight_decay=0.0)
         for _ in range(epochs):
-            for pair in pairs:
+            for n, pair in enumerate(pairs):
                 if reset_optimizer:
                     opt = torch.optim.Adam(params, lr=lr, eps=1e-3, weight_decay=0.0)
+                prefix = None if cache is None else cache.get(n, pair.inputs)
                 last = float("nan")
                 for _step in range(steps):
                     opt.zero_grad(set_to_none=True)
-                    loss = gated_loss(model, layer, pair, gate, retain_weight)
+                    loss = gated_loss(model, layer, pair, gate, retain_weight, prefix)
                     last = float(loss.detach())
                     if last < early_stop:
                         break
@@ -213,6 +245,7 @@ def select_units(
     *,
     retain_weight: float = 1.25,
     units_axis: int = 1,
+    stack: DecoderStack | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k MLP units (down-projection columns) most salient for the edit objective.
 
@@ -230,7 +263,9 @@ def select_units(
         for pair in pairs:
             if weight.grad is not None:
                 weight.grad = None
-            loss = gated_loss(model, layer, pair, gate, retain_weight)
+            prefix = None if stack is None else frozen_prefix(model, stack, pair.inputs,
+                                                              stack.index(layer))
+            loss = gated_loss(model, layer, pair, gate, retain_weight, prefix)
             (grad,) = torch.autograd.grad(loss, weight)
             total += grad.detach()
     finally:

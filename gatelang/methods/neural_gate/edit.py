@@ -13,6 +13,7 @@ import torch
 from gatelang.errors import PlanError
 from gatelang.methods.neural_gate.algorithm import gated_finetune, quiet_units, select_units
 from gatelang.methods.neural_gate.config import RefusalEditConfig
+from gatelang.models.prefix import decoder_stack
 from gatelang.passes.base import (
     GATE_MASK,
     QUERY_SET,
@@ -95,7 +96,8 @@ def refusal_edit(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
             else:
                 unit_mask, _sal = select_units(ctx.model, module, weight, pairs, gate, k,
                                               retain_weight=cfg.retain_weight,
-                                              units_axis=down_units)
+                                              units_axis=down_units,
+                                              stack=decoder_stack(adapter))
     extra = []
     if cfg.unit_inputs and unit_mask is not None:
         # Retrain the selected units in full: their input rows as well as their output columns.
@@ -118,6 +120,7 @@ def refusal_edit(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
             reset_optimizer=cfg.reset_optimizer,
             extra=[(w, m) for _n, w, m in extra],
             on_pair=lambda _k, _loss: bar.update(1),
+            stack=decoder_stack(adapter),
         )
         live = {name: weight} | {n: w for n, w, _m in extra}
         new_values = {n: w.detach().clone() for n, w in live.items()}

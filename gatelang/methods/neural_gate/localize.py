@@ -13,6 +13,7 @@ from gatelang.errors import PlanError
 from gatelang.measure.sets import spread
 from gatelang.methods.neural_gate.algorithm import build_gate, learn_feature_vector
 from gatelang.methods.neural_gate.config import NeuralGateConfig
+from gatelang.models.prefix import decoder_stack
 from gatelang.passes.base import (
     GATE_MASK,
     QUERY_SET,
@@ -36,11 +37,13 @@ def learn_masks(ctx: PassContext, layer: int, batches: list, p: NeuralGateConfig
                 progress=None) -> tuple[torch.Tensor, list[float]]:
     adapter = ctx.loaded.adapter
     module = adapter.module(f"decoder_layer({layer})")
+    stack = decoder_stack(adapter)
     masks, losses = [], []
     for batch in batches:
         fv = learn_feature_vector(
             ctx.model, module, batch, hidden_size=adapter.hidden_size,
             steps=p.mask_steps, lr=p.mask_lr, l1=p.mask_l1, retain_weight=p.retain_weight,
+            stack=stack,
         )
         masks.append(fv.mask(p.privacy_value))
         losses.append(fv.loss)

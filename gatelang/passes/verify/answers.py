@@ -10,6 +10,13 @@ link evidence) and summarised per cell as metric records
 ``{metric, split, language, modality, check, group, n, excluded, before, after}``
 (`gatelang.measure.verification`). Protection scores count only items the unedited model leaked
 (you cannot protect what was never disclosed); the excluded items are counted, not hidden.
+
+Every greedy answer a verify pass needs goes through `ask`, i.e. the run's answer cache
+(`gatelang.measure.answers`) under the current weight state: the unedited model answers a
+question once per run (and once per cache folder), however many passes ask it. A pass that
+declares its questions (`asks`) lets `prefetch` decode them together with its siblings': the
+first verify pass of an edit to run generates what every verify pass of that edit will ask,
+one batched call per weight state, and the others find their answers waiting.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gatelang.errors import PlanError
-from gatelang.measure import EvalItem, ItemResult, spread
+from gatelang.errors import GatelangError, PlanError
+from gatelang.measure import ANSWER_BATCH_SIZE, EvalItem, ItemResult, judge, spread
+from gatelang.measure.answers import Ask
 from gatelang.measure.verification import (
     cell_records,
-    evaluate_items,
     item_rows,
     verification_items,
 )
@@ -34,23 +41,90 @@ from gatelang.passes.base import (
     Pass,
     PassContext,
     PassResult,
+    get_pass,
     weights_of,
 )
 from gatelang.passes.data import find_data, queries_of
+
+# One side of a verify pass's questions: ("base" | "edited", max_new_tokens, asks).
+AskGroup = tuple[str, int, list[Ask]]
+
+
+def ask(ctx: PassContext, asks: Sequence[Ask], *, max_new_tokens: int | None = None,
+        desc: str = "verify") -> list[str]:
+    """Greedy answers on the weights the model holds now, through the run's answer cache."""
+    tokens = ctx.options.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+    return ctx.answers.answers(ctx.loaded, ctx.weight_state(), list(asks),
+                               max_new_tokens=tokens, batch_size=ANSWER_BATCH_SIZE, desc=desc)
+
+
+def judged_answers(ctx: PassContext, items: Sequence[EvalItem], *,
+                   max_new_tokens: int | None = None) -> list[ItemResult]:
+    """`evaluate_items`, through the answer cache: the items judged on the current weights."""
+    answers = ask(ctx, [Ask(it) for it in items], max_new_tokens=max_new_tokens)
+    return [judge(it, a) for it, a in zip(items, answers, strict=True)]
 
 
 def answer_both(ctx: PassContext, inputs: dict[str, PassResult], items: Sequence[EvalItem],
                 desc: str) -> tuple[list[ItemResult], list[ItemResult]]:
     """The items judged on the unedited model, then with the edit's weights in place."""
     bar = ctx.progress(2, desc)
-    max_new = ctx.options.max_new_tokens
-    before = evaluate_items(ctx.loaded, items, max_new_tokens=max_new)
+    before = judged_answers(ctx, items)
     bar.update(1)
     with ctx.edited_weights(weights_of(inputs)):
-        after = evaluate_items(ctx.loaded, items, max_new_tokens=max_new)
+        after = judged_answers(ctx, items)
     bar.update(1)
     bar.close()
     return before, after
+
+
+def _sibling_inputs(ctx: PassContext, node: NodeSpec) -> dict[str, PassResult] | None:
+    """A not-yet-run node's inputs as the executor will give them, or None when a parent has
+    no result yet."""
+    assert ctx.results is not None
+    out: dict[str, PassResult] = {}
+    for role, parent_ids in node.parents.items():
+        for i, pid in enumerate(parent_ids):
+            if pid not in ctx.results:
+                return None
+            out[role if len(parent_ids) == 1 else f"{role}.{i}"] = ctx.results[pid]
+    return out
+
+
+def prefetch(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> None:
+    """Decode what every pending verify pass of this node's edit will ask, batched per state.
+
+    Runs once per edit (the first of its verify passes to run); a sibling whose inputs are not
+    ready, or whose questions cannot be listed (it will report that error itself), is left to
+    ask for itself. Answers land in the run's answer cache; nothing else changes.
+    """
+    edited = tuple(node.parents.get("edited", ()))
+    if ctx.plan_nodes is None or ctx.results is None or not edited or edited in ctx.prefetched:
+        return
+    ctx.prefetched.add(edited)
+    groups: dict[tuple[str, int], list[Ask]] = {}
+    for spec in ctx.plan_nodes:
+        if (spec.kind != "verify" or spec.id in ctx.results
+                or tuple(spec.parents.get("edited", ())) != edited):
+            continue
+        cls = get_pass(spec.op)
+        lister = getattr(cls, "asks", None)
+        sib = inputs if spec.id == node.id else _sibling_inputs(ctx, spec)
+        if lister is None or sib is None:
+            continue
+        try:
+            listed = cls().asks(ctx, spec, sib)
+        except GatelangError:
+            continue
+        for side, tokens, asks in listed:
+            groups.setdefault((side, tokens), []).extend(asks)
+    weights = weights_of(inputs)
+    for (side, tokens), asks in sorted(groups.items()):
+        if side == "base":
+            ask(ctx, asks, max_new_tokens=tokens, desc="verify: answers")
+        else:
+            with ctx.edited_weights(weights):
+                ask(ctx, asks, max_new_tokens=tokens, desc="verify: answers")
 
 
 def _rule_languages(node: NodeSpec, data: list[PassResult]) -> list[str] | None:
@@ -77,12 +151,24 @@ class AnswerCheck(Pass):
     output = METRICS
     check = ""
 
-    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
+    def items(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
+              ) -> list[EvalItem]:
         queries = _queries(ctx, node, inputs, "queries", "heldout")
-        if not queries:
+        return verification_items(queries, self.check, _rule_languages(node, []),
+                                  tuple(node.params.get("refusal_languages") or ()))
+
+    def asks(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
+             ) -> list[AskGroup]:
+        """The greedy generations `run` will make, for `prefetch`."""
+        asks = [Ask(it) for it in self.items(ctx, node, inputs)]
+        tokens = ctx.options.max_new_tokens
+        return [("base", tokens, asks), ("edited", tokens, asks)]
+
+    def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
+        items = self.items(ctx, node, inputs)
+        if not items:
             return PassResult(data={"check": self.check, "items": [], "metrics": []})
-        items = verification_items(queries, self.check, _rule_languages(node, []),
-                                   tuple(node.params.get("refusal_languages") or ()))
+        prefetch(ctx, node, inputs)
         before, after = answer_both(ctx, inputs, items, f"verify: {self.check} ({len(items)})")
         targets = {ctx.world.subject(s).id for s in node.params.get("subjects", []) or []}
         rows = item_rows(before, after, self.check, targets,

@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 from gatelang.errors import PlanError
 from gatelang.measure import EvalItem, ItemResult, judge, spread
-from gatelang.measure.verification import evaluate_items, verification_items
+from gatelang.measure.answers import Ask
+from gatelang.measure.verification import verification_items
 from gatelang.passes.base import (
     METRICS,
     QUERY_SET,
@@ -34,6 +35,7 @@ from gatelang.passes.base import (
     weights_of,
 )
 from gatelang.passes.data import find_data, queries_of
+from gatelang.passes.verify.answers import AskGroup, judged_answers, prefetch
 
 # One attack row: the verification row's keys plus the attack's own.
 ATTACK_ROW_KEYS: tuple[str, ...] = (
@@ -70,8 +72,11 @@ def protected_items(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResu
 
 
 def known_questions(ctx: PassContext, items: Sequence[EvalItem]) -> dict[str, bool]:
-    """Which questions the unedited model answers with the true value (plain, greedy)."""
-    results = evaluate_items(ctx.loaded, items, max_new_tokens=ctx.options.max_new_tokens)
+    """Which questions the unedited model answers with the true value (plain, greedy).
+
+    Every attack pass asks this of the same questions; the answer cache decodes them once.
+    """
+    results = judged_answers(ctx, items)
     return {r.id: r.judgment == "leak" for r in results}
 
 
@@ -199,11 +204,33 @@ class AttackCheck(Pass):
                ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def questions(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
+                  cfg: dict[str, Any]) -> list[EvalItem]:
+        """The protected questions the attack asks."""
+        return protected_items(ctx, node, inputs, int(cfg["items"]))
+
+    def attack_asks(self, ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+                    ) -> list[AskGroup]:
+        """The greedy generations `attack` makes beyond `known_questions` (none by default:
+        sampled, quantized, relearned and teacher-forced measurements are not listed)."""
+        return []
+
+    def asks(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
+             ) -> list[AskGroup]:
+        """The greedy generations `run` will make, for `prefetch`."""
+        cfg = settings(ctx, node)
+        items = self.questions(ctx, node, inputs, cfg)
+        if not items:
+            return []
+        known: AskGroup = ("base", ctx.options.max_new_tokens, [Ask(it) for it in items])
+        return [known, *self.attack_asks(ctx, items, cfg)]
+
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         cfg = settings(ctx, node)
-        items = protected_items(ctx, node, inputs, int(cfg["items"]))
+        items = self.questions(ctx, node, inputs, cfg)
         if not items:
             return PassResult(data={"check": self.check, "items": [], "metrics": []})
+        prefetch(ctx, node, inputs)
         known = known_questions(ctx, items)
         rows = self.attack(ctx, node, inputs, items, known, cfg)
         return PassResult(data={"check": self.check, "items": rows,

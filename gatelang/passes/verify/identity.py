@@ -287,7 +287,7 @@ def vlm_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torc
     kind of query measures what the remap cost.
     """
     from gatelang.measure import from_query, spread
-    from gatelang.measure.verification import evaluate_items
+    from gatelang.passes.verify.answers import judged_answers
 
     world = ctx.world
     targets = {s.id for s in subjects_of(ctx.world, node.params.get("subjects") or [], node.op)}
@@ -301,10 +301,10 @@ def vlm_identity_check(ctx: PassContext, node: NodeSpec, weights: dict[str, torc
     qs += [from_query(q, role="locality", split="heldout") for q in oq]
     max_new = ctx.options.max_new_tokens
     bar = ctx.progress(2, node.label or node.op)
-    before = evaluate_items(ctx.loaded, qs, max_new_tokens=max_new)
+    before = judged_answers(ctx, qs, max_new_tokens=max_new)
     bar.update(1)
     with ctx.edited_weights(weights):
-        after = evaluate_items(ctx.loaded, qs, max_new_tokens=max_new)
+        after = judged_answers(ctx, qs, max_new_tokens=max_new)
     bar.update(1)
     bar.close()
     t_rows = [(b, a) for b, a in zip(before, after, strict=True) if b.role == "target"]

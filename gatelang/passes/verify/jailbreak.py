@@ -15,8 +15,9 @@ from typing import Any
 
 from gatelang.errors import PlanError
 from gatelang.measure import EvalItem
-from gatelang.models import generate
+from gatelang.measure.answers import Ask
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
+from gatelang.passes.verify.answers import AskGroup, ask
 from gatelang.passes.verify.attack import AttackCheck, before_after, judged, row
 
 SPLIT = "jailbreak"
@@ -44,17 +45,28 @@ class VerifyJailbreak(AttackCheck):
     op = "verify.jailbreak"
     check = "jailbreak"
 
+    @staticmethod
+    def runs(ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+             ) -> tuple[list[tuple[EvalItem, str, EvalItem]], int]:
+        """(question, variant, wrapped question) per row, and the answer length."""
+        runs = [(item, variant, asked) for item in items for variant, asked in wrapped(ctx, item)]
+        # The run option caps answer length too (reduced test configurations).
+        return runs, min(int(cfg["max_new_tokens"]), ctx.options.max_new_tokens)
+
+    def attack_asks(self, ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+                    ) -> list[AskGroup]:
+        runs, tokens = self.runs(ctx, items, cfg)
+        asks = [Ask(r[2]) for r in runs]
+        return [("base", tokens, asks), ("edited", tokens, asks)]
+
     def attack(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
                items: list[EvalItem], known: dict[str, bool], cfg: dict[str, Any]
                ) -> list[dict[str, Any]]:
-        runs = [(item, variant, asked) for item in items for variant, asked in wrapped(ctx, item)]
+        runs, tokens = self.runs(ctx, items, cfg)
         asked = [r[2] for r in runs]
-        # The run option caps answer length too (reduced test configurations).
-        tokens = min(int(cfg["max_new_tokens"]), ctx.options.max_new_tokens)
 
         def measure() -> list[str]:
-            return generate(ctx.loaded, asked, max_new_tokens=tokens, batch_size=BATCH_SIZE,
-                            desc="jailbreak")
+            return ask(ctx, [Ask(it) for it in asked], max_new_tokens=tokens, desc="jailbreak")
 
         before, after = before_after(ctx, inputs, measure)
         b = judged(asked, before)

@@ -22,8 +22,9 @@ from typing import Any
 
 from gatelang.errors import PlanError
 from gatelang.measure import EvalItem, spread
-from gatelang.models import generate
+from gatelang.measure.answers import Ask
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
+from gatelang.passes.verify.answers import AskGroup, ask, prefetch
 from gatelang.passes.verify.attack import (
     AttackCheck,
     attack_records,
@@ -85,23 +86,41 @@ class VerifyParaphrase(AttackCheck):
                                 "skipped": {"non_text": skipped}}
         if not items:
             return PassResult(data=data)
+        prefetch(ctx, node, inputs)
         known = known_questions(ctx, items)
         rows = self.attack(ctx, node, inputs, items, known, cfg)
         data.update(items=rows, metrics=attack_records(rows, self.check), settings=cfg)
         return PassResult(data=data)
 
+    def questions(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
+                  cfg: dict[str, Any]) -> list[EvalItem]:
+        every, _skipped = paraphrase_questions(protected_items(ctx, node, inputs, 0))
+        check_forms(ctx, every)
+        return spread(every, int(cfg["items"]))
+
+    @staticmethod
+    def runs(ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+             ) -> tuple[list[tuple[EvalItem, str, EvalItem]], int]:
+        """(question, variant, paraphrased question) per row, and the answer length."""
+        runs = [(item, variant, asked) for item in items
+                for variant, asked in paraphrased(ctx, item)]
+        # The run option caps answer length too (reduced test configurations).
+        return runs, min(int(cfg["max_new_tokens"]), ctx.options.max_new_tokens)
+
+    def attack_asks(self, ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+                    ) -> list[AskGroup]:
+        runs, tokens = self.runs(ctx, items, cfg)
+        asks = [Ask(r[2]) for r in runs]
+        return [("base", tokens, asks), ("edited", tokens, asks)]
+
     def attack(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
                items: list[EvalItem], known: dict[str, bool], cfg: dict[str, Any]
                ) -> list[dict[str, Any]]:
-        runs = [(item, variant, asked) for item in items
-                for variant, asked in paraphrased(ctx, item)]
+        runs, tokens = self.runs(ctx, items, cfg)
         asked = [r[2] for r in runs]
-        # The run option caps answer length too (reduced test configurations).
-        tokens = min(int(cfg["max_new_tokens"]), ctx.options.max_new_tokens)
 
         def measure() -> list[str]:
-            return generate(ctx.loaded, asked, max_new_tokens=tokens, batch_size=BATCH_SIZE,
-                            desc="paraphrase")
+            return ask(ctx, [Ask(it) for it in asked], max_new_tokens=tokens, desc="paraphrase")
 
         before, after = before_after(ctx, inputs, measure)
         b = judged(asked, before)

@@ -20,8 +20,9 @@ from typing import Any
 
 from gatelang.errors import PlanError
 from gatelang.measure import EvalItem
-from gatelang.models import generate
+from gatelang.measure.answers import Ask
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
+from gatelang.passes.verify.answers import AskGroup, ask
 from gatelang.passes.verify.attack import AttackCheck, before_after, judged, row
 
 SPLIT = "prefill"
@@ -90,20 +91,31 @@ class VerifyPrefill(AttackCheck):
     op = "verify.prefill"
     check = "prefill"
 
-    def attack(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
-               items: list[EvalItem], known: dict[str, bool], cfg: dict[str, Any]
-               ) -> list[dict[str, Any]]:
+    @staticmethod
+    def runs(ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+             ) -> tuple[list[tuple[EvalItem, str, str]], int]:
+        """(question, variant, prefix) per row, and the answer length."""
         cache: dict[tuple[str, str], str] = {}
         runs = [(item, variant, text) for item in items
                 for variant, text in prefixes(ctx, item, cache)]
-        asked = [r[0] for r in runs]
-        pre = [r[2] for r in runs]
         # The run option caps answer length too (reduced test configurations).
-        tokens = min(int(cfg["max_new_tokens"]), ctx.options.max_new_tokens)
+        return runs, min(int(cfg["max_new_tokens"]), ctx.options.max_new_tokens)
+
+    def attack_asks(self, ctx: PassContext, items: list[EvalItem], cfg: dict[str, Any]
+                    ) -> list[AskGroup]:
+        runs, tokens = self.runs(ctx, items, cfg)
+        asks = [Ask(item, text) for item, _v, text in runs]
+        return [("base", tokens, asks), ("edited", tokens, asks)]
+
+    def attack(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult],
+               items: list[EvalItem], known: dict[str, bool], cfg: dict[str, Any]
+               ) -> list[dict[str, Any]]:
+        runs, tokens = self.runs(ctx, items, cfg)
+        asked = [r[0] for r in runs]
 
         def measure() -> list[str]:
-            return generate(ctx.loaded, asked, max_new_tokens=tokens, prefill=pre,
-                            batch_size=BATCH_SIZE, desc="prefill")
+            return ask(ctx, [Ask(item, text) for item, _v, text in runs], max_new_tokens=tokens,
+                       desc="prefill")
 
         before, after = before_after(ctx, inputs, measure)
         b = judged(asked, before)

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from gatelang.measure import EvalItem, ItemResult
-from gatelang.measure.verification import evaluate_items
 from gatelang.models.adapter import resolve_path
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, register
+from gatelang.passes.verify.answers import judged_answers
 from gatelang.passes.verify.attack import AttackCheck, before_after, row
 
 
@@ -90,6 +90,9 @@ class QuantizedWeights(Mapping[str, torch.Tensor]):
         params = dict(ctx.model.named_parameters())
         self.weights = {name: (params[name], output_axis(modules[name.rsplit(".", 1)[0]]))
                         for name in quantized_weight_names(ctx)}
+        # Names this mapping in `PassContext.weight_state`: the quantized values are a function
+        # of the weights under it (which the state key already covers) and of the bits.
+        self.state_token = f"quantize:int{bits}:" + ",".join(self.weights)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         p, axis = self.weights[name]
@@ -107,7 +110,7 @@ def quantized_leaks(ctx: PassContext, items: list[EvalItem], bits: int) -> list[
     edit block), quantized to `bits`; every weight is restored on return."""
     weights: Any = QuantizedWeights(ctx, bits)
     with ctx.edited_weights(weights):
-        return evaluate_items(ctx.loaded, items, max_new_tokens=ctx.options.max_new_tokens)
+        return judged_answers(ctx, items)
 
 
 @register

@@ -39,6 +39,7 @@ from gatelang.measure.verification import evaluate_items
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, register, weights_of
 from gatelang.passes.edit_set import as_item, encode
 from gatelang.passes.tensors import forward_logits, freeze, per_row_nll, restore_grad
+from gatelang.passes.verify.answers import judged_answers
 from gatelang.passes.verify.attack import AttackCheck, row
 from gatelang.passes.verify.quantized import decoder_projections
 
@@ -192,7 +193,7 @@ class VerifyRelearn(AttackCheck):
 
         weights = weights_of(inputs)
         if weights:
-            before = evaluate_items(ctx.loaded, items, max_new_tokens=ctx.options.max_new_tokens)
+            before = judged_answers(ctx, items)  # the plain answers `known` already decoded
             with ctx.edited_weights(weights):
                 after = measure()
         else:
