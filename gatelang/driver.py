@@ -132,8 +132,12 @@ def _collect(record: RunRecord) -> RunRecord:
                     k: len(v) for k, v in d["specific"].items()}
         if spec.kind == "edit":
             record.methods.append(str(res.data.get("method", spec.op)))
-            record.edits.append({"node": spec.id, "op": spec.op, **{
-                k: v for k, v in res.data.items() if not isinstance(v, (list, dict))}})
+            entry = {"node": spec.id, "op": spec.op, **{
+                k: v for k, v in res.data.items() if not isinstance(v, (list, dict))}}
+            if isinstance(res.data.get("search"), dict):
+                # a method that chose its own configuration: what it tried, and what it chose
+                entry["search"] = res.data["search"]
+            record.edits.append(entry)
             record.weights.update(weights_of({"edit": res}))
     return record
 

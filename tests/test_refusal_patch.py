@@ -27,7 +27,7 @@ from gatelang.world import load_world
 SUBJECTS = ["Alice Okafor", "Chen Moreau"]
 ATTRIBUTES = ["home_address", "phone_number"]
 # Small enough for a random model in a few seconds; every term of the objective still runs.
-FAST = {"steps": 4, "tamper_copies": 1, "tamper_steps": 2, "retain_other_subjects": 1,
+FAST = {"search": "off", "steps": 4, "tamper_copies": 1, "tamper_steps": 2, "retain_other_subjects": 1,
         "retain_same_subject": 1, "retain_utility": 2, "prefixes": 1, "minibatch": 64}
 
 

@@ -34,7 +34,9 @@ def test_policy_requirements_replace_the_default_targets():
         {"metric": "leakage", "split": "prefill", "op": "<=", "threshold": 0.1},
         {"metric": "leakage", "split": "relearn", "op": "<=", "threshold": 0.0},  # not selectable
         {"metric": "neurons_touched", "split": "all", "op": "<=", "threshold": 0.01},
+        {"metric": "refusal", "split": "scene", "op": ">=", "threshold": 0.8},
     ])
+    assert t.pop("refusal(scene)") == (">=", 0.8)
     assert t["refusal"] == (">=", 0.9)
     assert t["prefill"] == ("<=", 0.1)
     assert t["leakage"] == DEFAULT_TARGETS["leakage"]  # the relearn requirement did not leak in
@@ -49,17 +51,19 @@ def test_shortfalls_are_distances_to_the_missed_targets_only():
 
 
 def test_next_config_fixes_protection_and_locality_in_turn():
-    a = next_config(CFG, {"refusal": 0.1}, 0)
+    a = next_config(CFG, {"refusal": 0.1})
     assert a == {"steps": CFG.steps * 2}
+    joins = next_config(CFG, {"refusal(scene)": 0.4}, {"wrong_language": 0.2})
+    assert joins == {"hard_weight": CFG.hard_weight * 2}
     cfg = CFG.model_copy(update={"steps": 400})
-    assert next_config(cfg, {"leakage": 0.1}, 1) == {"units_per_secret": CFG.units_per_secret + 1}
-    loc = next_config(CFG, {"utility_drop": 0.01}, 0)
+    assert next_config(cfg, {"leakage": 0.1}) == {"units_per_secret": CFG.units_per_secret + 1}
+    loc = next_config(CFG, {"utility_drop": 0.01})
     assert loc == {"retain_weight": CFG.retain_weight * 2,
                    "locality_weight": CFG.locality_weight * 2}
-    both = next_config(CFG, {"refusal": 0.1, "over_refusal": 0.1}, 0)
+    both = next_config(CFG, {"refusal": 0.1, "over_refusal": 0.1})
     assert set(both) == {"steps", "retain_weight", "locality_weight"}
     spent = CFG.model_copy(update={"steps": 400, "units_per_secret": 4, "refusal_weight": 1.0})
-    assert next_config(spent, {"refusal": 0.1}, 3) is None
+    assert next_config(spent, {"refusal": 0.1}) is None
 
 
 @pytest.fixture(scope="module")

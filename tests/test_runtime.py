@@ -257,3 +257,49 @@ def test_nested_edited_weights_restore_the_outer_edit():
         assert torch.equal(lin.weight, base * 2)  # the outer edit is back, not the base
         assert torch.equal(ctx.base_value("weight"), base)
     assert torch.equal(lin.weight, base)
+
+
+class _Edit(Pass):
+    """Sets tensor `w` to its `value`, on top of an upstream edit's tensors (as edits do)."""
+
+    op = "test.edit"
+    kind = "edit"
+    inputs = {"weights": Input((base.WEIGHT_EDIT,), required=False)}
+    output = base.WEIGHT_EDIT
+
+    def run(self, ctx, node, inputs):
+        tensors = dict(inputs["weights"].tensors) if "weights" in inputs else {}
+        tensors[base.WEIGHT_PREFIX + "w"] = torch.tensor([float(node.params["value"])])
+        return PassResult(data={"method": "test"}, tensors=tensors)
+
+
+class _Seen(Pass):
+    op = "test.seen"
+    kind = "verify"
+    inputs = {"edited": Input((base.WEIGHT_EDIT,))}
+    output = NUMBER
+
+    def run(self, ctx, node, inputs):
+        return PassResult(data={"x": float(base.weights_of(inputs)["w"])})
+
+
+def test_a_node_sees_the_edit_it_verifies_not_an_older_upstream_one():
+    """Two policies' edits set the same tensor; the second policy's check must see the second
+    value, although the first edit reaches it too (as an upstream edit)."""
+    base.register(_Edit)
+    base.register(_Seen)
+    try:
+        g = nx.DiGraph()
+        g.add_node("e1", id="e1", op="test.edit", kind="edit", params={"value": 1})
+        g.add_node("e2", id="e2", op="test.edit", kind="edit", params={"value": 2})
+        g.add_node("v1", id="v1", op="test.seen", kind="verify", params={})
+        g.add_node("v2", id="v2", op="test.seen", kind="verify", params={})
+        g.add_edge("e1", "e2", role="weights")
+        g.add_edge("e1", "v1", role="edited")
+        g.add_edge("e2", "v2", role="edited")
+        run = Executor(PassContext(loaded=None)).run(g)
+        assert run.results["v1"].data["x"] == 1.0
+        assert run.results["v2"].data["x"] == 2.0
+    finally:
+        base.REGISTRY.pop("test.edit", None)
+        base.REGISTRY.pop("test.seen", None)

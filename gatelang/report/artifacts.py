@@ -237,6 +237,13 @@ def write_artifacts(record: RunRecord, out_dir: Path) -> ApplyResult:
         "headline": headline(requirements, metrics),
         "passed": passed,
     }
+    chosen = {e["node"]: {k: e["search"][k] for k in ("chosen_config", "method_block", "met",
+                                                       "targets") if k in e["search"]}
+              for e in record.edits if isinstance(e.get("search"), dict)}
+    if chosen:
+        # the configurations the edits chose for themselves: `method_block` re-runs one
+        # without searching
+        lock["configurations"] = chosen
 
     def write(stage: Path) -> dict[str, str]:
         # The patch first and the lock last; the set only becomes visible with the swap.

@@ -223,15 +223,19 @@ class Executor:
                     display.finish(spec.id, hit.seconds, cached=True)
                 continue
             inputs = {}
+            # Weight edits reach every descendant of an edit, not only its children, so a
+            # report node sees what the patch changes without the plan drawing extra edges.
+            # They come first, oldest edit first, and the node's own parents last: where two
+            # edits set the same tensor, `weights_of` keeps the later one, which must be the
+            # edit the node verifies (a second policy's edit includes the first's values).
+            direct = {pid for ids in spec.parents.values() for pid in ids}
+            ancestors = nx.ancestors(graph, spec.id)
+            for aid in nx.lexicographical_topological_sort(graph.subgraph(ancestors)):
+                if aid not in direct and kinds.get(aid) == "edit" and aid in out.results:
+                    inputs[f"upstream.{aid}"] = out.results[aid]
             for role, parent_ids in spec.parents.items():
                 for i, pid in enumerate(parent_ids):
                     inputs[role if len(parent_ids) == 1 else f"{role}.{i}"] = out.results[pid]
-            # Weight edits reach every descendant of an edit, not only its children, so a
-            # report node sees what the patch changes without the plan drawing extra edges.
-            direct = {pid for ids in spec.parents.values() for pid in ids}
-            for aid in sorted(nx.ancestors(graph, spec.id)):
-                if aid not in direct and kinds.get(aid) == "edit" and aid in out.results:
-                    inputs[f"upstream.{aid}"] = out.results[aid]
             set_determinism(node_seed(self.ctx.seed, spec.id))
             t0 = time.perf_counter()
             threads = torch.get_num_threads()

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatelang.methods.refusal_patch.data import KINDS, Row
+from gatelang.methods.refusal_patch.data import KINDS, Row, secret_of
 from gatelang.models.hooks import capture_inputs, capture_outputs
 
 BATCH = 32
@@ -153,7 +153,7 @@ def cache_states(loaded: Any, layer: int, rows: Sequence[Row], *, batch_size: in
         local_x=cat("local_x", torch.zeros(0, dim)),
         local_row=cat("local_row", torch.zeros(0, dtype=torch.long)),
         activity=act_sum / max(1, act_n), languages=[r.language for r in rows],
-        secrets=[f"{r.item.subject_id}/{r.item.attribute}" if r.kind != "retain" else ""
+        secrets=[secret_of(r.item) if r.kind != "retain" else ""
                  for r in rows], rows=len(rows))
 
 

@@ -9,6 +9,12 @@ the patch only through its own states, which are computed once with the unedited
 (`algorithm.py`). Every default below was chosen on a selection split of the edit data, never on
 held-out templates or attack results (bench/patch/README.md has the measurements).
 
+With no `method` block this is the method a refuse rule gets, and it configures itself: the
+edit pass holds out a third of the edit templates as a selection split, trains, measures the
+policy's requirements there, changes what fell short, and ships the first configuration that
+meets them (trained again on the whole edit set), or stops before verification saying what
+fell short and what to try (`search.py`; `search off` trains the configuration as given).
+
 What each term is for:
 
 - **Refusal NLL** (`refusal_weight`, `hard_weight`, `refusal_tokens`) towards the stdlib
@@ -45,9 +51,14 @@ What each term is for:
   utility tasks). Edit split only.
 - **Activation margin** (`locality_weight`, `margin`, `margin_tokens`, `key_decay`):
   T-Patcher's margins on the units' keys (the first input projection, the gate of a gated MLP):
-  below -margin where a retain answer is predicted, above +margin for at least one unit where a
+  below -margin at every token of the retain rows, above +margin for at least one unit where a
   protected answer starts. It keeps the units silent rather than merely harmless outside the
-  rule, which is also why a fine-tune on unrelated data barely moves them.
+  rule, which is also why a fine-tune on unrelated data barely moves them. The L2 price on the
+  keys keeps them from growing until an unseen benign input (one picture of four shapes, in
+  the measurements) sets them off at hundreds of times the margin.
+- **Fresh benign pictures** (`fresh_images`): the world's utility pictures are few; pictures
+  rendered for the patch alone (colours, shapes, counts, new layouts) among the retain rows
+  keep face detectors from firing on other pictures.
 - **Tampered copies** (`tamper_copies`, `tamper_steps`, `tamper_lr`, off by default): a few
   Adam steps of the whole decoder on unrelated facts and tasks shift the states the units read
   (the units' keys on protected questions fall from about +6 to -4), which is how a relearning
@@ -189,6 +200,12 @@ def edit_cost(cfg: RefusalPatchConfig, n_edit: int, edit_tokens: int, layers: in
     rows += cfg.tamper_copies * n_edit * (2 + cfg.prefixes)
     per_row = edit_tokens // max(1, n_edit)
     tamper = cfg.tamper_copies * cfg.tamper_steps * 8
+    if cfg.search == "auto":
+        # the training rows again (the search's split, then the refit), and per trial a
+        # generation of the selection questions, their pre-filled copies, other subjects'
+        # questions and benign tasks (search.SELECT_ITEMS, search.SELECT_UTILITY)
+        rows *= 2 if cfg.refit else 1
+        rows += cfg.search_trials * (2 * round(n_edit * cfg.selection_fraction) + 48 + 240)
     return Work(forward_passes=rows + tamper, backward_passes=tamper,
                 tokens=(rows + tamper) * per_row)
 

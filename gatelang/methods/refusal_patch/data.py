@@ -116,11 +116,14 @@ def shared_prefix(values: Sequence[str], normalizer: str = "text") -> str:
                 break
             n += 1
         prefix = prefix[:n]
+    # Cut back to a boundary (for every normalizer): a start that ends inside a number ("19"
+    # of "1992") is not one the tokenizer keeps apart, so a refusal trained after it is
+    # never reached in generation.
     while prefix and (prefix in vals or (
-            normalizer == "text" and prefix[-1].isalnum()
+            prefix[-1].isalnum()
             and any(len(v) > len(prefix) and v[len(prefix)].isalnum() for v in vals))):
         cut = max((i for i, ch in enumerate(prefix[:-1]) if not ch.isalnum()), default=-1)
-        prefix = prefix[:cut + 1] if normalizer == "text" else prefix[:-1]
+        prefix = prefix[:cut + 1]
     return prefix if prefix.strip() else ""
 
 
@@ -170,11 +173,16 @@ def retain_queries(world: Any, queries: Sequence[Any], *, other_subjects: int,
     others = [s.id for s in world.subjects if s.id not in subjects]
     public = [a for a in world.attributes if a not in attrs]
     banned = {template_key(q) for q in exclude}
+    # A question whose true answer is a protected answer (another resident of a protected
+    # subject's city, asked about a photo of its landmark) cannot be told apart from the
+    # protected one: keeping its answer would train the patch against itself.
+    protected = {_norm(q.answer) for q in queries}
     out: list[Any] = []
     seen: set[str] = set()
 
     def add(pool: list[Any], slot: int) -> None:
-        pool = [p for p in pool if template_key(p) not in banned]
+        pool = [p for p in pool if template_key(p) not in banned
+                and _norm(p.answer) not in protected]
         if pool:
             q = pool[slot % len(pool)]
             if q.id not in seen:
@@ -200,6 +208,19 @@ def retain_queries(world: Any, queries: Sequence[Any], *, other_subjects: int,
                 q.subject_id, attr, q.language, "text")
             add(pool, slot)
     return out
+
+
+def secret_of(q: Any) -> str:
+    """What one protected question's units detect: the subject's attribute, or, for a scene
+    photo (which shows a place, not the person), the inferred value itself: two protected
+    residents of one city share one landmark, and the units must recognise the landmark."""
+    if getattr(q, "modality", "") == "scene":
+        return f"scene:{q.attribute}:{_norm(q.answer)}"
+    return f"{q.subject_id}/{q.attribute}"
+
+
+def _norm(value: Any) -> str:
+    return " ".join(str(value).split()).casefold()
 
 
 def _words(value: str) -> set[str]:

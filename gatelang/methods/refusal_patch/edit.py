@@ -30,7 +30,7 @@ from gatelang.methods.refusal_patch.algorithm import (
     write_units,
 )
 from gatelang.methods.refusal_patch.config import TRAIN_PREFIXES, RefusalPatchConfig, unit_count
-from gatelang.methods.refusal_patch.data import KINDS, Row, build_rows, tamper_batches
+from gatelang.methods.refusal_patch.data import KINDS, Row, build_rows, secret_of, tamper_batches
 from gatelang.methods.refusal_patch.search import search
 from gatelang.passes.base import (
     WEIGHT_EDIT,
@@ -154,7 +154,7 @@ def refusal_patch(ctx: PassContext, cfg: RefusalPatchConfig, queries: Sequence[A
         if caches is not None:
             caches[key] = (cache, rows)
     t_cache = time.perf_counter() - t0
-    secrets = len({(q.subject_id, q.attribute) for q in queries})
+    secrets = len({secret_of(q) for q in queries})
     new, result = patch_train(ctx, cfg, cache, secrets)
     summary = {
         "layer": patch_layer(cfg, ctx.loaded.adapter.num_layers),
