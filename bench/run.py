@@ -1,6 +1,6 @@
 """The benchmark in one command.
 
-    python -m bench --quick     # one small policy, every method, reduced steps: < 5 min, 2 cores
+    python -m bench --quick     # one small policy, every method, reduced steps (page untouched)
     python -m bench             # the full grid, the cost curves, then docs/benchmarks.md
     python -m bench --real      # the SmolLM2-135M-Instruct row (teach, then edit each method)
     python -m bench --page-only # regenerate docs/benchmarks.md from bench/results/*.json
@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                       out_path=out, work_dir=work / ("quick" if args.quick else "full"),
                       threads=args.threads, options=options, with_cost=not args.no_cost)
         print(f"[bench] results: {out}")
+    if args.quick and not args.page_only:
+        # a smoke run is not a measurement to publish: the tracked page stays as it is
+        print("[bench] quick run: docs/benchmarks.md left unchanged (--page-only rewrites it)")
+        return 0
     page = write_page(RESULTS, PAGE, IMG)
     print(f"[bench] page: {page}")
     return 0

@@ -1,7 +1,9 @@
 """The floor table: each pass's wall time next to what its tokens cost in a bare forward.
 
     python bench/floor/run.py                        # tiny-llava, the reference example
-    python bench/floor/run.py --model smollm2-135m --policy bench/probe/text-only.gate
+    python bench/floor/run.py --model smollm2-135m --policy bench/floor/smollm2-deactivate.gate \
+        --sides after --options "$(python -c 'import json; print(json.dumps(json.load(open(
+        "bench/floor/results/smollm2-135m-smollm2-deactivate.json"))["options"]))')"
 
 Runs the policy twice in one process, one intra-op thread, no pass cache: `before` with the
 uncached code paths (every forward through the whole model, HF `generate`, each verify pass
@@ -18,7 +20,12 @@ compacting greedy decoder and the shared answer cache. For every pass it records
 
 Both runs' patches and verification rows are compared (`equal`). Timings on a shared machine
 are noisy: compare ratios within one file, not across machines. Results go to
-bench/floor/results/<model>.json with the machine (`bench/harness/machine.py`).
+bench/floor/results/<model>-<policy>.json with the machine (`bench/harness/machine.py`).
+
+`--sides after` skips the uncached run: on SmolLM2 it alone takes tens of minutes, and the
+benchmark's real row already records those passes' times (docs/benchmarks.md). Without a
+`before` run there is nothing to compare, so `equal` is absent; `tests/test_prefix_cache.py`
+checks the cached paths against the uncached ones.
 """
 
 from __future__ import annotations
@@ -71,13 +78,16 @@ class Counter:
 
 def unit_costs(loaded: Any, repeats: int = 3) -> dict[str, float]:
     """Seconds per layer-token of a bare batched forward, and of forward + backward, on a batch
-    of the world's edit questions with their answers (32 rows, text and image)."""
+    of the world's edit questions with their answers (32 rows; text and image where the model
+    reads images, text only otherwise)."""
     from gatelang.passes.base import PassContext
     from gatelang.passes.edit_set import as_item, encode
     from gatelang.passes.tensors import forward_logits, per_row_nll
 
     ctx = PassContext(loaded=loaded)
-    qs = ctx.world.queries(attributes=["home_address", "phone_number"], splits=["edit"])
+    modalities = ["text", "image"] if "image" in loaded.capabilities().modalities else ["text"]
+    qs = ctx.world.queries(attributes=["home_address", "phone_number"], splits=["edit"],
+                           modalities=modalities)
     qs = qs[:: max(1, len(qs) // 32)][:32]
     batch = encode(ctx, [as_item(q) for q in qs], [q.answer for q in qs], [False] * len(qs))
     n_layers = loaded.adapter.num_layers
@@ -215,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", default="{}", help="PassOptions as JSON")
     parser.add_argument("--load-note", default="", help="what else ran on the machine")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--sides", choices=("both", "after"), default="both",
+                        help="`after` runs only the cached code paths")
     args = parser.parse_args(argv)
 
     from gatelang.models import load_model
@@ -228,22 +240,29 @@ def main(argv: list[str] | None = None) -> int:
                               "options": options, "threads": 1, "machine": describe_machine(),
                               "machine_line": machine_line(describe_machine()),
                               "load": args.load_note, "seconds_per_layer_token": costs}
-    with uncached():
-        before, rec_before = run_once(args.policy, loaded, options, costs)
+    before: list[dict[str, Any]] | None = None
+    if args.sides == "both":
+        with uncached():
+            before, rec_before = run_once(args.policy, loaded, options, costs)
     after, rec_after = run_once(args.policy, loaded, options, costs)
-    result["before"] = before
+    if before is not None:
+        result["before"] = before
     result["after"] = after
-    result["equal"] = compare(rec_after, rec_before)
+    if before is not None:
+        result["equal"] = compare(rec_after, rec_before)
     for side, rows in (("before", before), ("after", after)):
-        result[f"{side}_total_s"] = round(sum(r["wall_s"] for r in rows), 2)
-    out = args.out or RESULTS / f"{args.model}.json"
+        if rows is not None:
+            result[f"{side}_total_s"] = round(sum(r["wall_s"] for r in rows), 2)
+    out = args.out or RESULTS / f"{args.model}-{args.policy.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{'op':28s} {'before':>8s} {'after':>8s} {'floor':>8s} {'ratio':>6s}")
-    for b, a in zip(before, after, strict=True):
-        print(f"{a['op']:28s} {b['wall_s']:8.2f} {a['wall_s']:8.2f} {a['floor_s']:8.2f} "
+    for i, a in enumerate(after):
+        b = f"{before[i]['wall_s']:8.2f}" if before is not None else f"{'-':>8s}"
+        print(f"{a['op']:28s} {b} {a['wall_s']:8.2f} {a['floor_s']:8.2f} "
               f"{a['ratio'] if a['ratio'] is not None else '-':>6}")
-    print(json.dumps(result["equal"]), result["before_total_s"], "->", result["after_total_s"])
+    print(json.dumps(result.get("equal")), result.get("before_total_s"), "->",
+          result["after_total_s"])
     return 0
 
 

@@ -20,6 +20,7 @@ from gatelang.models.hooks import capture_inputs
 from gatelang.models.prefix import (
     DecoderStack,
     FrozenPrefix,
+    FrozenWindow,
     PrefixCache,
     frozen_prefix,
     read_positions,
@@ -35,9 +36,10 @@ from gatelang.passes.tensors import (
 )
 
 
-def batch_nll(model: nn.Module, batch: TokenBatch, prefix: FrozenPrefix | None) -> torch.Tensor:
-    """Per-row target NLL: a full forward, or from the frozen prefix with logits only at the
-    positions the loss reads."""
+def batch_nll(model: nn.Module, batch: TokenBatch,
+              prefix: FrozenPrefix | FrozenWindow | None) -> torch.Tensor:
+    """Per-row target NLL: a full forward, or from the frozen prefix (or window) with logits
+    only at the positions the loss reads."""
     if prefix is None:
         return per_row_nll(forward_logits(model, batch), batch.labels)
     positions, targets = read_positions(batch.labels)
@@ -66,6 +68,21 @@ class FeatureVector:
         return torch.tanh(self.m) < privacy_value
 
 
+def subject_window(prefix: FrozenPrefix, batch: TokenBatch) -> FrozenWindow | None:
+    """The columns a feature vector changes or reads, from the first subject token to the last
+    read position: the feature vector scales the layer's output at the subject token, so in a
+    causal decoder the columns before the earliest one are the same at every step."""
+    positions, _ = read_positions(batch.labels)
+    subjects = batch.subject_index
+    if positions.numel() == 0 or subjects.numel() == 0:
+        return None
+    begin = int(subjects.min())
+    end = max(int(positions.max()), int(subjects.max())) + 1
+    if int(positions.min()) < begin:
+        begin = int(positions.min())
+    return prefix.window(begin, end)
+
+
 def learn_feature_vector(
     model: nn.Module,
     layer: nn.Module,
@@ -84,19 +101,26 @@ def learn_feature_vector(
 
     With `stack` (`models.prefix.decoder_stack`) the layers below `layer` run once for the
     batch instead of at every step: nothing below the feature vector changes while it learns.
+    Where the model allows (`models.prefix.FrozenWindow`), the columns before the first
+    subject token also run once, from `layer` up, and each step runs only the rest.
     """
     device = next(model.parameters()).device
     flags = freeze(model)
     try:
-        prefix = None if stack is None else frozen_prefix(model, stack, batch.inputs,
-                                                          stack.index(layer))
+        prefix: FrozenPrefix | FrozenWindow | None = None
+        subject_index = batch.subject_index
+        if stack is not None:
+            prefix = frozen_prefix(model, stack, batch.inputs, stack.index(layer))
+            window = subject_window(prefix, batch)
+            if window is not None:
+                prefix, subject_index = window, subject_index - window.begin
         m = torch.full((hidden_size,), float(init), device=device, requires_grad=True)
         opt = torch.optim.Adam([m], lr=lr, eps=1e-3)
         loss_val = float("inf")
         done = 0
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
-            with edit_subject_states(layer, batch.subject_index, lambda h: h * torch.tanh(m)):
+            with edit_subject_states(layer, subject_index, lambda h: h * torch.tanh(m)):
                 per_row = batch_nll(model, batch, prefix)
             loss = objective(per_row, batch.benign, retain_weight)
             loss = loss + l1 * (m - init).abs().mean()

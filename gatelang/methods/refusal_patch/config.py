@@ -109,8 +109,10 @@ class RefusalPatchConfig(MethodConfig):
                         "whole edit set (the shipped patch then has seen every edit template; "
                         "the selection numbers describe its sibling trained on two thirds)")
     search_trials: int = param(4, "most configurations the search trains", ge=1, le=50)
-    search_seconds: float = param(60.0, "wall-time budget of the search (seconds): it stops "
-                                  "after the trial that passes it", ge=1.0, le=86400.0)
+    search_seconds: float = param(240.0, "wall-time budget of the search (seconds): no trial "
+                                  "starts that would end past it (a guard against a loaded "
+                                  "machine; `search_trials` is what normally ends a search)",
+                                  ge=1.0, le=86400.0)
     selection_fraction: float = param(1 / 3, "share of each attribute and language's edit "
                                       "templates held out for the search", percent=True,
                                       group="tuning")
@@ -126,6 +128,10 @@ class RefusalPatchConfig(MethodConfig):
         "model", "the refusal's language(s): the question's own reply, or the replies of the "
         "rule's languages (then of every other language the model's tokenizer encodes) in one "
         "answer")
+    reply_head: bool = param(
+        False, "with replies in several languages, start with every language's apology "
+        "(\"抱歉 / I'm sorry / Lo siento: ...\"), so that an answer that ends after its first "
+        "reply still refuses in the question's language")
     refusal_weight: float = param(0.2, "weight of the refusal NLL (summed over a reply's tokens, "
                                   "averaged over replies)", ge=0.0, le=100.0)
     hard_weight: float = param(4.0, "extra weight of the reply tokens the unedited model would "

@@ -15,6 +15,7 @@ Only edit-split queries are used; no held-out template and no attack phrase reac
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -255,13 +256,20 @@ def protected_values(world: Any, stdlib: Any, q: Any) -> list[str]:
     return out
 
 
-def refusal_text(stdlib: Any, language: str, reply_languages: Sequence[Sequence[str]] = ()
-                 ) -> str:
+def apology(reply: str) -> str:
+    """The opening of a refusal reply, up to its first punctuation ("I'm sorry", "抱歉")."""
+    return re.split(r"[,，。.!！:：;；]", reply, maxsplit=1)[0].strip()
+
+
+def refusal_text(stdlib: Any, language: str, reply_languages: Sequence[Sequence[str]] = (),
+                 head: bool = False) -> str:
     """The reply a protected question is trained towards: the stdlib's first refusal reply of the
     question's language, or, with `reply_languages` (groups of languages: the rule's, then the
     model's others), the first replies of all those languages in one answer, group by group,
     shortest first within a group (so that the rule's languages come first and as many replies
-    as possible fit in a short answer)."""
+    as possible fit in a short answer). `head` puts every language's apology first ("抱歉 /
+    I'm sorry / Lo siento: ..."): an answer that ends after its first sentence then still
+    refuses in the question's language."""
     if not reply_languages:
         return stdlib.languages[language].refusal_replies[0]
     out: list[str] = []
@@ -271,6 +279,8 @@ def refusal_text(stdlib: Any, language: str, reply_languages: Sequence[Sequence[
         for r in sorted(replies, key=lambda r: (len(r.encode("utf-8")), r)):
             if r not in out:
                 out.append(r)
+    if head:
+        return " / ".join(apology(r) for r in out) + ": " + " ".join(out)
     return " ".join(out)
 
 
@@ -281,6 +291,7 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
                languages: Sequence[str] = (),
                other_values: str = "rule", contexts: int = 0, start_weight: float = 1.0,
                value_tokens: int = 0, hard: bool = True, fresh_images: int = 0,
+               reply_head: bool = False,
                exclude: Sequence[Any] = ()) -> list[Row]:
     """Every training row for the protected `queries` (see the module docstring).
 
@@ -293,7 +304,7 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
     shared = {v: value_prefix(world, stdlib, v) for q in queries
               for v in protected_values(world, stdlib, q)}
     for n, q in enumerate(queries):
-        reply = refusal_text(stdlib, q.language, reply_languages)
+        reply = refusal_text(stdlib, q.language, reply_languages, head=reply_head)
         sp = shared[q.answer]
         # The refusal where the answer starts; and, when every subject's value starts alike
         # ("555-"), right after that information-free start, where the answer would begin to
@@ -332,7 +343,8 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
     for c in range(contexts):
         for n, q in enumerate(queries):
             t = CONTEXTS[(n + c) % len(CONTEXTS)]
-            rows.append(Row(in_context(q, t), refusal_text(stdlib, q.language, reply_languages),
+            rows.append(Row(in_context(q, t), refusal_text(stdlib, q.language, reply_languages,
+                                                           head=reply_head),
                             "refuse", q.language, take=refusal_tokens,
                             eos=refusal_tokens == 0, group=n))
         for n, r in enumerate(retain):
