@@ -47,15 +47,11 @@ def test_reference_example_means_what_the_acceptance_runs_expect(monkeypatch) ->
     assert rule.modalities == ("text", "image")
     assert 2 <= len(rule.subjects) <= 3
     assert {k.what for k in policy.keep} == {"other_subjects", "other_attributes", "utility"}
-    # The tiny-llava configuration that bench/acceptance measured, as the method's profile; the
-    # rest stays the method's defaults.
-    tuned = {"layer": 3, "lr": 0.02, "reference_width": 0, "steps": 1, "epochs": 8,
-             "pair_batch": 16, "reset_optimizer": False, "retain_weight": 2.0,
-             "retain_other_subjects": 2, "mask_samples": 4, "unit_budget": 0.01,
-             "unit_select": "quiet", "unit_inputs": True}
-    assert policy.method.name == "neural_gate" and policy.method.profile == "tiny_llava"
+    # No method block: the default refuse method, at its defaults (it configures itself
+    # against the requirements on a selection split of the edit data).
+    assert policy.method.name == "refusal_patch" and policy.method.profile is None
     assert policy.method.overrides == ()
-    assert policy.method.params == {**get_method("neural_gate").defaults(), **tuned}
+    assert policy.method.params == get_method("refusal_patch").defaults()
     reqs = {(r.metric, r.split, r.op): r.threshold for r in policy.requirements}
     assert reqs == {("refusal", "heldout", ">="): 0.95, ("leakage", "heldout", "<="): 0.05,
                     ("locality", "heldout", ">="): 0.95, ("utility_drop", "all", "<="): 0.02}

@@ -81,13 +81,22 @@ def _policy(threshold: str = "95%", langs: str = "en", extra: str = "") -> str:
 
 
 def test_changing_only_a_threshold_changes_only_the_report_node() -> None:
-    a = plan(loads(_policy("95%")))
-    b = plan(loads(_policy("90%")))
+    """For a method configured by hand; the default method chooses its configuration against
+    the requirements, so there the edit (and what reads it) changes too, and nothing else."""
+    fixed = "method neural_gate { profile tiny_llava }"
+    a = plan(loads(_policy("95%", extra=fixed)))
+    b = plan(loads(_policy("90%", extra=fixed)))
     ids_a = {n.id: n.op for n in a.nodes()}
     ids_b = {n.id: n.op for n in b.nodes()}
     changed = {op for nid, op in ids_a.items() if nid not in ids_b}
     assert changed == {"report.requirements"}
     assert len(ids_a) == len(ids_b)
+    a, b = plan(loads(_policy("95%"))), plan(loads(_policy("90%")))
+    (edit,) = a.by_kind("edit")
+    assert edit.params["requirements"][0]["threshold"] == pytest.approx(0.95)
+    same = {n.id for n in b.nodes()}
+    changed_ids = {n.id for n in a.nodes() if n.id not in same}
+    assert changed_ids == {edit.id, *nx.descendants(a.graph, edit.id)}
 
 
 def test_ids_are_deterministic_and_ignore_layout() -> None:
@@ -126,9 +135,11 @@ def test_policies_compose_in_file_order() -> None:
 
 def test_params_carry_what_passes_need() -> None:
     p = plan(load(ROOT / "docs/examples/home-address.gate"))
-    gate = p.by_op("edit.neural_gate")[0]
-    assert gate.params["method"] == "neural_gate"
-    assert gate.params["params"]["gate_threshold"] == pytest.approx(0.3)
+    gate = p.by_op("edit.refusal_patch")[0]
+    assert gate.params["method"] == "refusal_patch"
+    assert gate.params["params"]["search"] == "auto"
+    assert {r["metric"] for r in gate.params["requirements"]} == {
+        "refusal", "leakage", "locality", "utility_drop"}
     assert gate.params["subjects"] == ["Alice Okafor", "Chen Moreau", "王秀英"]
     assert gate.params["seed"] == "$seed"
     report = p.by_op("report.requirements")[0]

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=_positive, default=None,
                    help="CPU threads for torch (default on CPU: half the cores, at most 4; the "
                    "thread count used is recorded in gate.lock)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="questions decoded together in verification (default 32; answers do "
+                   "not depend on it, memory and speed do)")
     p.add_argument("--budget", type=_positive, default=None, metavar="PASSES",
                    help="the most forward + backward passes the plan may be estimated at "
                    "(default: 1,000,000); a larger plan is refused before the model is loaded")
@@ -100,7 +103,8 @@ def _apply(args: argparse.Namespace) -> int:
         print("model: tiny-llava (built-in; pass --model to choose another)", file=sys.stderr)
     result = apply(args.policy, model=args.model, out=args.out, device=args.device,
                    dtype=args.dtype, seed=args.seed, cache=not args.no_cache,
-                   progress=not args.quiet, threads=args.threads, budget=args.budget)
+                   progress=not args.quiet, threads=args.threads, budget=args.budget,
+                   options={"batch_size": args.batch_size} if args.batch_size else None)
     rep = result.report
     if args.json:
         print(json.dumps({"status": rep["status"], "passed": rep["passed"],

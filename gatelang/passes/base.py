@@ -66,6 +66,8 @@ class PassOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_new_tokens: int = Field(24, ge=1, description="tokens generated per verification answer")
+    batch_size: int | None = Field(None, ge=1, description="questions decoded together in "
+                                   "verification (None: 32); answers do not depend on it")
     max_items: int | None = Field(None, ge=1, description="verification items per verify node, "
                                   "evenly spread over the cells (None: all)")
     edit_max_items: int | None = Field(None, ge=1, description="edit queries per edit set, "

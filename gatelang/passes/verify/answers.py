@@ -55,7 +55,8 @@ def ask(ctx: PassContext, asks: Sequence[Ask], *, max_new_tokens: int | None = N
     """Greedy answers on the weights the model holds now, through the run's answer cache."""
     tokens = ctx.options.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
     return ctx.answers.answers(ctx.loaded, ctx.weight_state(), list(asks),
-                               max_new_tokens=tokens, batch_size=ANSWER_BATCH_SIZE, desc=desc)
+                               max_new_tokens=tokens,
+                               batch_size=ctx.options.batch_size or ANSWER_BATCH_SIZE, desc=desc)
 
 
 def judged_answers(ctx: PassContext, items: Sequence[EvalItem], *,
