@@ -35,9 +35,16 @@ N_TARGETS = 3
 REAL_OPTIONS: dict[str, Any] = {
     "max_items": 40,
     "edit_max_items": 12,
-    "method_overrides": {"layer_candidates": [6, 10, 14, 18, 22], "layer_probe_samples": 1,
-                         "mask_samples": 6, "mask_steps": 10, "ig_steps": 5,
-                         "reference_width": 11008},
+    # per method (run options reject a parameter a method does not have); neural_gate's layer
+    # is its own `auto` choice now
+    "method_overrides": {
+        "neural_gate": {"layer_probe_samples": 1, "mask_samples": 6, "mask_steps": 10,
+                        "reference_width": 11008},
+        "finetune": {"reference_width": 11008},
+        "random_gate": {"reference_width": 11008},
+        "deactivate": {"ig_steps": 5},
+        "privacy_neurons": {"ig_steps": 5},
+    },
 }
 
 
