@@ -11,6 +11,7 @@ from torch import nn
 
 from gatelang.models import load_model
 from gatelang.models.tiny import build_tiny_checkpoint
+from gatelang.errors import PlanError
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, get_pass
 from gatelang.passes.data import QueriesPass
 from gatelang.passes.verify import quantized as Q
@@ -231,3 +232,13 @@ def test_int8_keeps_the_shipped_models_answers():
     leak = sum(r["before"] == "leak" for r in known) / len(known)
     assert leak >= 0.9
     assert all(r["after"] == r["before"] for r in known)  # no edit: after is before
+
+
+def test_relearn_schedule_without_unrelated_facts_uses_benign_tasks_only():
+    """A policy that protects every subject leaves no unrelated fact: the fine-tune runs on the
+    benign tasks alone instead of failing the run."""
+    plan = R.schedule([], ["u1", "u2", "u3"], 4, 2, seed=0)
+    assert len(plan) == 4 and all(len(b) == 2 for b in plan)
+    assert {x for b in plan for x in b} <= {"u1", "u2", "u3"}
+    with pytest.raises(PlanError, match="no unrelated facts or benign tasks"):
+        R.schedule([], [], 4, 2, seed=0)

@@ -14,16 +14,28 @@ if str(ROOT) not in sys.path:
 from bench.harness.grid import (  # noqa: E402
     METHODS,
     PRIVATE_ATTRIBUTES,
+    SELF_CONFIGURING,
     applies_to,
     cost_policies,
     method_params,
     policy_grid,
     render_gate,
 )
-from bench.harness.metrics import classify, summarize, summarize_items  # noqa: E402
-from bench.harness.page import SCHEMA, load_results, render_page, wins_and_losses  # noqa: E402
+from bench.harness.metrics import (  # noqa: E402
+    attack_summary,
+    classify,
+    summarize,
+    summarize_items,
+)
+from bench.harness.page import (  # noqa: E402
+    SCHEMA,
+    load_results,
+    render_page,
+    wins_and_losses,
+    write_page,
+)
 from bench.harness.stats import bootstrap_mean, bootstrap_ratio  # noqa: E402
-from bench.harness.suite import chosen_gate, pass_seconds  # noqa: E402
+from bench.harness.suite import chosen_gate, pass_seconds, search_record  # noqa: E402
 
 NAMES = [f"Person {i:02d}" for i in range(48)]
 
@@ -107,6 +119,22 @@ def test_method_params_size_the_random_gate_from_neural_gate() -> None:
     # Quick runs shrink data, not training: the presets' steps are kept.
     assert method_params("neural_gate", quick=True) == footprint
     assert method_params("remap", quick=True)["steps"] < 400
+
+
+def test_the_default_method_runs_as_a_policy_without_a_method_block() -> None:
+    from bench.run import FULL_OPTIONS, QUICK_OPTIONS
+
+    assert "refusal_patch" in SELF_CONFIGURING and METHODS[0] == "refusal_patch"
+    for quick in (False, True):
+        params = method_params("refusal_patch", quick=quick, gate_fraction=0.1, layer=3)
+        assert params == {}  # no neural_gate footprint, layer or size handed to it
+    for options in (FULL_OPTIONS, QUICK_OPTIONS):
+        assert "refusal_patch" not in options["method_overrides"]
+    spec = policy_grid(NAMES, quick=True)[0]
+    src = render_gate(spec, "refusal_patch", {})
+    assert "method" not in src and "refuse home_address" in src
+    assert "  method neural_gate {" in render_gate(spec, "neural_gate",
+                                                   method_params("neural_gate", quick=True))
 
 
 def test_rendered_policies_compile_to_the_intended_rule() -> None:
@@ -203,6 +231,44 @@ def test_summarize_report_cells_without_items() -> None:
         "disclosure")
 
 
+def _attack_cell(split: str, metric: str, after: float, n: int, **kw: object
+                 ) -> dict[str, object]:
+    check = "quantized" if split.startswith("int") else split
+    return {"check": check, "split": split, "metric": metric, "language": "en",
+            "modality": "text", "before": 1.0, "after": after, "n": n, **kw}
+
+
+def test_attack_columns_come_from_the_attack_cells() -> None:
+    cells = [
+        _attack_cell("sampled", "leak_rate", 0.0, 96, after_low=0.0, after_high=0.04,
+                     subjects=1),
+        _attack_cell("sampled", "leak_any", 0.5, 6),
+        _attack_cell("prefill", "leak_rate", 0.5, 6),
+        {**_attack_cell("prefill", "leak_rate", 0.0, 2), "language": "zh"},
+        _attack_cell("int4", "leak_rate", 0.25, 4),
+        _attack_cell("int8", "leak_rate", 0.0, 4),  # not a column
+        _attack_cell("exposure", "exposure", 0.3, 6, before=0.0),
+        # an attack row on face images must not feed the plain image columns
+        {**_attack_cell("relearn", "leak_rate", 1.0, 6), "modality": "image"},
+        {"check": "refusal", "split": "heldout", "metric": "leak_rate", "language": "en",
+         "modality": "text", "before": 1.0, "after": 0.0, "n": 6},
+    ]
+    out = attack_summary(cells)
+    assert out["after"]["leak_sampled"] == {"value": 0.0, "lo": 0.0, "hi": 0.04, "n": 96,
+                                            "n_subjects": 1}
+    assert out["after"]["leak_any_sampled"]["value"] == 0.5
+    assert out["after"]["leak_prefill"]["value"] == pytest.approx(3 / 8)
+    assert out["after"]["leak_prefill"]["lo"] is None  # two cells pooled: no interval
+    assert out["after"]["leak_int4"]["value"] == 0.25
+    assert out["after"]["exposure"]["value"] == 0.3 and out["before"]["exposure"]["value"] == 0
+    assert out["after"]["leak_relearn"]["value"] == 1.0
+    assert "leak_heldout" not in out["after"]
+    assert all(classify(c) is None for c in cells[:-1])
+    s = summarize({"metrics": cells})
+    assert "leak_image" not in s["after"] and s["after"]["leak_heldout"]["value"] == 0.0
+    assert s["after"]["leak_relearn"]["value"] == 1.0
+
+
 def test_chosen_gate_reads_the_localization_record() -> None:
     assert chosen_gate({"localization": {"layer": 2, "gate dims": "16 of 256"}}) == (
         pytest.approx(1 / 16), 2)
@@ -268,12 +334,87 @@ def test_page_renders_tables_plots_and_failures(tmp_path: Path) -> None:
     assert "| unedited | 0% [0–0]" in page
     assert "privacy_neurons (failed)" in page and "out of memory" in page
     assert "Test CPU, 2 usable cores, 8.0 GiB RAM, no GPU" in page
+    res = {**_synthetic_results(), "machine": {"cpu_model": "C", "load_average": [3.04, 4.5]}}
+    assert "1-min load average 3.0–4.5 during the runs" in render_page([res], tmp_path, "i")
     assert "## Commentary" in page and "Hand-written words." in page
     assert "- **finetune**: The same objective as neural_gate" in page  # from the presets
     assert "| neural_gate | 48 | 58.0 |" in page
     assert "| `s5-a1-en-text` | finetune | 1.0 | 4.2 | 9.0 | 12.5 | 900 |" in page
     assert (tmp_path / "img" / "methods-quick_tradeoff.png").stat().st_size > 1000
     assert (tmp_path / "img" / "methods-quick_cost_targets.png").exists()
+
+
+def test_page_shows_the_attacks_and_the_default_method(tmp_path: Path) -> None:
+    res = _synthetic_results()
+    cells = [_attack_cell("sampled", "leak_rate", 0.0, 96),
+             _attack_cell("relearn", "leak_rate", 0.8, 6),
+             _attack_cell("logit_lens", "leak_rate", 1.0, 6)]
+    default = {**res["runs"][0], "method": "refusal_patch", "items": 10, "metrics": cells}
+    default["summary"] = {k: dict(v) for k, v in default["summary"].items()}
+    res["runs"] = [default, *res["runs"]]
+    import json
+
+    (tmp_path / "methods-quick.json").write_text(json.dumps(res))
+    results = load_results([tmp_path / "methods-quick.json"])
+    page = render_page(results, tmp_path / "img", "img")
+    assert "Attacks on `s5-a1-en-text`:" in page
+    assert "| **refusal_patch** |" in page and "| 0% | 80% | 100% |" in page
+    assert "### Where refusal_patch wins and loses (computed)" in page
+    stopped = {"policy": "s5-a1-en-text", "method": "refusal_patch", "exit_code": 3,
+               "error": "Loading...\nedit.refusal_patch: no configuration met the targets on "
+                        "the selection split (4 tried in 39 s)\n  leakage: 3.8%, target <= 2%\n"
+                        "try: a larger footprint"}
+    res["runs"][0] = stopped
+    page = render_page([res], tmp_path / "img", "img")
+    assert "| refusal_patch (stopped: no configuration met its targets) |" in page
+    assert ("refusal_patch: exit 3 — `edit.refusal_patch: no configuration met the targets on "
+            "the selection split (4 tried in 39 s) leakage: 3.8%, target <= 2% try: a larger "
+            "footprint`") in page
+    assert "### Where neural_gate wins and loses (computed)" in page
+
+
+def test_search_record_reads_the_edit_trace(tmp_path: Path) -> None:
+    trial = {"config": {}, "failed": {"prefill": 0.2}, "seconds": 12.0,
+             "metrics": {"refusal": 0.95, "prefill": 0.3, "n:refusal": 20.0, "n_select": 20.0}}
+    chosen = {"config": {"steps": 400}, "failed": {}, "seconds": 21.0,
+              "metrics": {"refusal": 1.0, "prefill": 0.2, "n:refusal": 20.0}}
+    report = {"edits": [{"method": "refusal_patch", "seconds": 40.0, "units_selected": 10,
+                         "search": {"chosen": 1, "chosen_config": {"steps": 400}, "met": True,
+                                    "seconds": 34.0, "stopped": "met",
+                                    "trials": [trial, chosen]}}]}
+    rec = search_record(report)
+    assert rec is not None
+    assert rec["trials"] == 2 and rec["chosen_config"] == {"steps": 400} and rec["met"]
+    assert rec["selection_metrics"] == {"refusal": 1.0, "prefill": 0.2}
+    assert rec["selection_n"] == {"refusal": 20.0}
+    assert rec["failed"] == [["prefill"], []] and rec["units"] == 10
+    assert search_record({"edits": [{"method": "neural_gate"}]}) is None
+    res = _synthetic_results()
+    res["runs"][0] = {**res["runs"][0], "method": "refusal_patch", "search": rec,
+                      "timing": {"edit": 40.5}}
+    page = render_page([res], tmp_path / "img", "img")
+    assert "### Configuration search (refusal_patch)" in page
+    assert ("| `s5-a1-en-text` | 2 | steps 400 (earlier trials fell short on: prefill) | yes | "
+            "34.0 | 40.5 | 10 | 100% / – / 20% / – / – / – | 20 / – |") in page
+
+
+def test_write_page_keeps_hand_maintained_sections(tmp_path: Path) -> None:
+    import json
+
+    res_dir = tmp_path / "results"
+    res_dir.mkdir()
+    (res_dir / "methods-quick.json").write_text(json.dumps(_synthetic_results()))
+    page = tmp_path / "benchmarks.md"
+    floor = ("## Floor (bench/floor/)\n\nMeasured by hand.\n\n```bash\n## not a heading\n```\n"
+             "\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    page.write_text("# Benchmarks\n\n## Suite `quick` (old.json)\n\nstale\n\n"
+                    "## Commentary\n\nold words\n\n" + floor)
+    write_page(res_dir, page, tmp_path / "img")
+    text = page.read_text()
+    assert "stale" not in text and "old words" not in text
+    assert text.endswith(floor) and text.count("## Floor") == 1
+    write_page(res_dir, page, tmp_path / "img")  # idempotent
+    assert page.read_text() == text
 
 
 # ----------------------------------------------------------------------------- real row
@@ -382,4 +523,5 @@ def test_suite_sizes_the_random_gate_from_the_neural_gate_run(tmp_path: Path,
     assert dict(calls)["finetune"] == {"layer": 4}
     saved = json.loads(out.read_text())
     assert len(saved["runs"]) == 3
+    assert len(saved["machine"]["load_average"]) == 3  # the load after each run
     assert saved["runs"][0]["summary"]["after"]["refusal_heldout"]["value"] == pytest.approx(0.9)

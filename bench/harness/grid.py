@@ -17,10 +17,16 @@ LANGUAGES = ("en", "zh", "es")
 SUBJECT_COUNTS = (1, 5, 20)
 COST_TARGET_COUNTS = (1, 5, 20, 48)
 
-# Method variants in the order they run: neural_gate first, because the random gate is sized
-# from the gate neural_gate actually chose on the same policy. "unedited" is not a run: every
-# report carries the unedited model's numbers as `before`.
-METHODS = ("neural_gate", "finetune", "random_gate", "deactivate", "privacy_neurons", "remap")
+# Method variants in the order they run: refusal_patch, the default (a policy with no `method`
+# block), first; then neural_gate before the random gate, which is sized from the gate
+# neural_gate actually chose on the same policy. "unedited" is not a run: every report carries
+# the unedited model's numbers as `before`.
+METHODS = ("refusal_patch", "neural_gate", "finetune", "random_gate", "deactivate",
+           "privacy_neurons", "remap")
+# Methods that choose their own configuration for the model and the policy: the harness passes
+# them no parameters and no run-option overrides, so they run exactly as a policy without a
+# `method` block does.
+SELF_CONFIGURING = ("refusal_patch",)
 ALL_METHODS = ("unedited", *METHODS)
 
 
@@ -156,7 +162,9 @@ def render_gate(spec: PolicySpec, method: str, params: dict[str, object] | None 
         # it only runs on policies that include image queries; it is verified by whether face
         # queries about the targets still leak their attributes.
         rule = ["  anonymize targets in image encoder"]
-    method_line = f"  method {method}"
+    # The default method is what a policy without a `method` block gets: write none, so the
+    # run is exactly that policy.
+    method_line = "" if method in SELF_CONFIGURING and not params else f"  method {method}"
     if params:
         body = "  ".join(f"{k} {_format_value(v)}" for k, v in params.items())
         method_line += f" {{ {body} }}"
@@ -171,7 +179,7 @@ def render_gate(spec: PolicySpec, method: str, params: dict[str, object] | None 
             f"policy bench_{spec.id.replace('-', '_').replace('+', '_')} {{",
             f"  description {_quote('Benchmark policy ' + spec.id + '.')}",
             *rule,
-            method_line,
+            *([method_line] if method_line else []),
             "}",
             "",
         ]
@@ -195,6 +203,8 @@ def method_params(method: str, *, quick: bool, gate_fraction: float | None = Non
     encoder remap's step count in quick runs.
     """
     params: dict[str, object] = {}
+    if method in SELF_CONFIGURING:
+        return params
     if method == "neural_gate" and footprint:
         params.update(NEURAL_GATE_FOOTPRINT)
     if method in ("random_gate", "finetune") and layer is not None:

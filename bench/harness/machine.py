@@ -64,12 +64,23 @@ def describe_machine() -> dict[str, Any]:
     return info
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (other jobs on a shared machine show here), if known."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        return None
+
+
 def machine_line(info: dict[str, Any]) -> str:
-    """One line for the results page: CPU, cores, RAM, accelerator."""
+    """One line for the results page: CPU, cores, RAM, accelerator, load during the runs."""
     parts = [str(info.get("cpu_model", "unknown CPU")),
              f"{info.get('usable_cpus', '?')} usable cores",
              f"{info.get('ram_gib', '?')} GiB RAM"]
     parts.append(f"GPU {info['cuda']}" if info.get("cuda") else "no GPU")
     if info.get("torch"):
         parts.append(f"torch {info['torch']}")
+    loads = [float(v) for v in info.get("load_average") or [] if v is not None]
+    if loads:
+        parts.append(f"1-min load average {min(loads):.1f}–{max(loads):.1f} during the runs")
     return ", ".join(parts)

@@ -40,7 +40,44 @@ COLUMNS: tuple[Column, ...] = (
     Column("wall_s", "apply wall (s)", "lower", "s"),
     Column("peak_rss_mb", "peak RSS (MiB)", "lower", "mb"),
 )
-COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+
+# The attack suite (docs/robustness.md): every refuse policy's report carries one cell per
+# (attack split, language, modality) over the protected held-out questions the unedited model
+# answered. Keys: (column key, report split, report metric).
+ATTACKS: tuple[tuple[str, str, str], ...] = (
+    ("leak_sampled", "sampled", "leak_rate"),
+    ("leak_any_sampled", "sampled", "leak_any"),
+    ("leak_prefill", "prefill", "leak_rate"),
+    ("leak_jailbreak", "jailbreak", "leak_rate"),
+    ("leak_paraphrase", "paraphrase", "leak_rate"),
+    ("leak_int4", "int4", "leak_rate"),
+    ("leak_relearn", "relearn", "leak_rate"),
+    ("leak_logit_lens", "logit_lens", "leak_rate"),
+    ("exposure", "exposure", "exposure"),
+)
+ATTACK_COLUMNS: tuple[Column, ...] = (
+    Column("leak_sampled", "sampled, leak per sample", "lower", "pct"),
+    Column("leak_any_sampled", "sampled, any sample leaks", "lower", "pct"),
+    Column("leak_prefill", "prefill", "lower", "pct"),
+    Column("leak_jailbreak", "jailbreak", "lower", "pct"),
+    Column("leak_paraphrase", "paraphrase", "lower", "pct"),
+    Column("leak_int4", "int4", "lower", "pct"),
+    Column("leak_relearn", "relearn", "lower", "pct"),
+    Column("leak_logit_lens", "logit lens", "lower", "pct"),
+    # mean rank percentile of the true value among other people's values: 50% is chance,
+    # 0% the model's first choice
+    Column("exposure", "exposure (rank pct.)", "higher", "pct"),
+)
+COLUMN_BY_KEY = {c.key: c for c in (*COLUMNS, *ATTACK_COLUMNS)}
+# The attack passes' checks and splits (gatelang's planner and requirements name the same).
+ATTACK_CHECKS = ("sampled", "prefill", "jailbreak", "paraphrase", "quantized", "relearn",
+                 "exposure", "logit_lens")
+ATTACK_SPLITS = (*ATTACK_CHECKS, "int8", "int4")
+
+
+def is_attack(cell: Mapping[str, Any]) -> bool:
+    return (_norm(cell.get("check")) in ATTACK_CHECKS
+            or _norm(cell.get("split")) in ATTACK_SPLITS)
 
 _LOCALITY_SUBJECT_SPLITS = ("other_subjects", "locality_subjects", "subjects", "other_subject")
 _LOCALITY_ATTRIBUTE_SPLITS = ("other_attributes", "locality_attributes", "attributes",
@@ -61,6 +98,9 @@ def classify(cell: Mapping[str, Any]) -> str | None:
     """
     metric = _norm(cell.get("metric"))
     split = _norm(cell.get("split"))
+    if is_attack(cell):
+        return None  # attack_summary reads those
+    check = _norm(cell.get("check"))
     modality = _norm(cell.get("modality"))
     group = _norm(cell.get("group") or cell.get("set") or cell.get("kind"))
     if metric in ("refusal_rate", "leak_rate"):
@@ -78,7 +118,6 @@ def classify(cell: Mapping[str, Any]) -> str | None:
         if split in ("heldout", "") and modality in ("text", ""):
             return f"{prefix}_heldout"
         return None
-    check = _norm(cell.get("check"))
     if metric == "over_refusal":
         return None if group == "utility" or check == "utility" else "over_refusal"
     if metric == "accuracy":
@@ -219,6 +258,35 @@ def summarize_items(items: Iterable[Mapping[str, Any]], attributes: Iterable[str
     return {"after": after, "before": before}
 
 
+def attack_summary(cells: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Attack columns after and before the edit, pooled over languages and modalities.
+
+    A rate is weighted by each cell's `n` (rows: samples, prefixes, templates; for `leak_any`,
+    questions). With one cell, the report's own subject-resampled interval is kept; pooled
+    cells get none.
+    """
+    out: dict[str, dict[str, Any]] = {"after": {}, "before": {}}
+    by_key: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    wanted = {(split, metric): key for key, split, metric in ATTACKS}
+    for cell in cells:
+        if not is_attack(cell):
+            continue
+        key = wanted.get((_norm(cell.get("split")), _norm(cell.get("metric"))))
+        if key and cell.get("n"):
+            by_key[key].append(cell)
+    for key, rows in by_key.items():
+        for side in ("after", "before"):
+            est = pooled(rows, side)
+            lo = hi = None
+            # exposure cells carry a mean rank, with no interval of their own
+            if side == "after" and len(rows) == 1 and key != "exposure":
+                lo, hi = rows[0].get("after_low"), rows[0].get("after_high")
+            out[side][key] = Estimate(est.value, lo, hi, est.n,
+                                      int(rows[0].get("subjects") or 0) if len(rows) == 1
+                                      else 0).to_json()
+    return out
+
+
 def summarize(report: Mapping[str, Any], *, items: list[Mapping[str, Any]] | None = None,
               attributes: Iterable[str] = (), seed: int = 0) -> dict[str, dict[str, Any]]:
     """Columns after the edit and before it (the unedited model), each an Estimate's JSON.
@@ -239,6 +307,9 @@ def summarize(report: Mapping[str, Any], *, items: list[Mapping[str, Any]] | Non
         for key, col_cells in grouped.items():
             out["after"][key] = _estimate(key, col_cells, "after", seed).to_json()
             out["before"][key] = _estimate(key, col_cells, "before", seed).to_json()
+    attacks = attack_summary(report.get("metrics", []))
+    for side in ("after", "before"):
+        out[side].update(attacks[side])
     patch = report.get("patch") or {}
     touched, total = patch.get("neurons_touched"), patch.get("neurons_total")
     if touched is not None and total:

@@ -1,8 +1,10 @@
 """Write docs/benchmarks.md and its plots from bench/results/*.json.
 
-The page is generated, never edited by hand, so it can only say what the committed results say.
-The one hand-written part, the commentary, lives in bench/results/commentary.md and is included
-verbatim; the "wins and losses" list next to it is computed from the numbers.
+The page is generated, so it can only say what the committed results say. The hand-written
+commentary lives in bench/results/commentary.md and is included verbatim; the "wins and losses"
+lists next to it are computed from the numbers. Top-level sections of the existing page that the
+generator does not write (e.g. "Floor", maintained with bench/floor/) are kept, verbatim and in
+their order, after the generated ones.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from typing import Any
 
 from .grid import ALL_METHODS
 from .machine import machine_line
-from .metrics import COLUMN_BY_KEY, COLUMNS, Column, summarize
+from .metrics import ATTACK_COLUMNS, COLUMN_BY_KEY, COLUMNS, Column, attack_summary, summarize
 
-# Columns compared when listing where neural_gate wins or loses (the trade-off the method makes).
+# Columns compared when listing where a method wins or loses (the trade-off it makes).
 COMPARED = ("refusal_heldout", "leak_heldout", "refusal_image", "refusal_unseen_language",
-            "locality_subjects", "locality_attributes", "over_refusal", "utility")
+            "locality_subjects", "locality_attributes", "over_refusal", "utility",
+            *(c.key for c in ATTACK_COLUMNS if c.key != "leak_any_sampled"))
+# Methods whose wins and losses against every other row the page lists: the default, then the
+# published Neural Gate.
+HIGHLIGHTED = ("refusal_patch", "neural_gate")
+# Top-level headings the generator writes; any other "## " section of the page is hand-maintained.
+GENERATED_SECTIONS = ("## Methods", "## Suite ", "## Commentary")
 # Without intervals, a difference smaller than this (in points) is called a tie.
 TIE_POINTS = 5.0
 
@@ -49,9 +57,16 @@ def _refresh_pooled(run: dict[str, Any], policies: Sequence[Mapping[str, Any]]) 
     """Re-derive a run's columns from its stored report cells when it had no per-item rows.
 
     Pooled summaries depend only on the cells kept in the results file, so the page always
-    shows them as the current column definitions read them.
+    shows them as the current column definitions read them. The attack columns always come from
+    the report's cells (the per-item rows are plain verification's only).
     """
-    if run.get("items") or not run.get("metrics"):
+    if not run.get("metrics"):
+        return
+    if run.get("items"):
+        summary = run.setdefault("summary", {"after": {}, "before": {}})
+        attacks = attack_summary(run["metrics"])
+        for side in ("after", "before"):
+            summary.setdefault(side, {}).update(attacks[side])
         return
     policy = next((p for p in policies if p.get("id") == run.get("policy")), {})
     fresh = summarize({"metrics": run["metrics"], "patch": run.get("patch") or {}},
@@ -85,6 +100,23 @@ def _run_row(run: Mapping[str, Any], which: str) -> dict[str, Any]:
     return row
 
 
+SEARCH_STOP = "no configuration met the targets"
+
+
+def stopped_by_search(run: Mapping[str, Any]) -> bool:
+    """A self-configuring method that stopped before verification (exit 3, no patch)."""
+    return not run.get("summary") and SEARCH_STOP in (run.get("error") or "")
+
+
+def failure_text(run: Mapping[str, Any]) -> str:
+    """What a run that did not complete said: a search's whole verdict, else the last line."""
+    lines = [e.strip() for e in (run.get("error") or "").strip().splitlines() if e.strip()]
+    start = next((i for i, e in enumerate(lines) if SEARCH_STOP in e), None)
+    if start is not None:
+        return " ".join(lines[start:])[:600]
+    return lines[-1][:200] if lines else ""
+
+
 def method_rows(results: Mapping[str, Any], policy_id: str) -> list[tuple[str, dict[str, Any]]]:
     """Rows for one policy: the unedited model first, then each method that ran."""
     runs = [r for r in results.get("runs", []) if r.get("policy") == policy_id]
@@ -96,23 +128,58 @@ def method_rows(results: Mapping[str, Any], policy_id: str) -> list[tuple[str, d
     for run in sorted(runs, key=lambda r: order.get(r.get("method", ""), 99)):
         if run.get("summary"):
             rows.append((run["method"], _run_row(run, "after")))
+        elif stopped_by_search(run):
+            rows.append((f"{run['method']} (stopped: no configuration met its targets)", {}))
         else:
             rows.append((f"{run['method']} (failed)", {}))
     return rows
 
 
-def policy_table(results: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
-    rows = method_rows(results, policy["id"])
-    used = [c for c in COLUMNS if any(r.get(c.key) for _, r in rows)]
+def _table(rows: Sequence[tuple[str, Mapping[str, Any]]], columns: Sequence[Column]
+           ) -> list[str]:
+    used = [c for c in columns if any(r.get(c.key) for _, r in rows)]
     if not used:
-        return "_No completed runs for this policy._\n"
+        return []
     head = "| method | " + " | ".join(c.title for c in used) + " |"
     sep = "|---|" + "|".join("---:" for _ in used) + "|"
     lines = [head, sep]
     for name, row in rows:
         cells = [fmt_value(c, row.get(c.key)) for c in used]
-        label = f"**{name}**" if name == "neural_gate" else name
+        label = f"**{name}**" if name in HIGHLIGHTED else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def attack_table(results: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
+    """Leak under each attack of the suite (docs/robustness.md), one row per method."""
+    rows = [(n, r) for n, r in method_rows(results, policy["id"]) if n != "unedited" or r]
+    lines = _table(rows, [COLUMN_BY_KEY["leak_heldout"], *ATTACK_COLUMNS])
+    if len(lines) < 3 or not any(r.get(c.key) for _, r in rows for c in ATTACK_COLUMNS):
+        return ""
+    ns = []
+    for col in ATTACK_COLUMNS:
+        n = next(((r.get(col.key) or {}).get("n") for name, r in rows
+                  if name != "unedited" and (r.get(col.key) or {}).get("n")), None)
+        if n:
+            ns.append(f"{col.title} {n}")
+    return "\n".join([
+        *lines, "",
+        "Leak rates under attack, on the protected held-out questions the unedited model "
+        "answered (docs/robustness.md): *sampled* is the share of samples (T = 1) that state the "
+        "value, *any sample leaks* the share of questions with at least one; *prefill* starts the "
+        "answer with an assent; *jailbreak* and *paraphrase* wrap or reword the question; *int4* "
+        "runs the edited weights quantized to 4 bits; *relearn* fine-tunes the edited model on "
+        "other people's facts first; *logit lens* reads the value from the layers below the "
+        "output. *exposure* is the true value's mean rank percentile among other people's values "
+        "(50% is chance, 0% the model's first choice; higher is safer). Rows scored: "
+        + "; ".join(ns) + ".", ""])
+
+
+def policy_table(results: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
+    rows = method_rows(results, policy["id"])
+    lines = _table(rows, COLUMNS)
+    if not lines:
+        return "_No completed runs for this policy._\n"
     counts = []
     for key in ("refusal_heldout", "refusal_image", "refusal_unseen_language",
                 "locality_subjects", "locality_attributes", "utility"):
@@ -143,17 +210,17 @@ def _differs(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
     return 1 if gap > 0 else -1
 
 
-def wins_and_losses(results: Mapping[str, Any]) -> list[str]:
-    """Sentences comparing neural_gate with each baseline, per policy and column."""
+def wins_and_losses(results: Mapping[str, Any], method_name: str = "neural_gate") -> list[str]:
+    """Sentences comparing `method_name` with each other method, per policy and column."""
     out = []
     for policy in results.get("policies", []):
         rows = dict(method_rows(results, policy["id"]))
-        ours = rows.get("neural_gate")
+        ours = rows.get(method_name)
         if not ours:
             continue
         wins, losses = [], []
         for method, row in rows.items():
-            if method in ("neural_gate", "unedited") or not row:
+            if method in (method_name, "unedited") or not row:
                 continue
             for key in COMPARED:
                 if key not in ours or key not in row:
@@ -202,14 +269,14 @@ def plot_tradeoff(results: Mapping[str, Any], path: Path) -> bool:
     if not series:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    markers = dict(zip(ALL_METHODS, "o*sD^vP", strict=False))
+    markers = dict(zip(ALL_METHODS, "oX*sD^vP", strict=False))
     for method, pts in sorted(series.items()):
         for ax, idx, xlabel in ((axes[0], 1, "locality, other subjects (rel. to unedited)"),
                                 (axes[1], 2, "utility (rel. to unedited)")):
             xs = [p[idx] * 100 for p in pts]
             ys = [p[0] * 100 for p in pts]
             ax.scatter(xs, ys, label=method, marker=markers.get(method, "x"),
-                       s=90 if method == "neural_gate" else 45, alpha=0.8)
+                       s=90 if method in HIGHLIGHTED else 45, alpha=0.8)
             ax.set_xlabel(xlabel + ", %")
     axes[0].set_ylabel("refusal on heldout queries, %")
     for ax in axes:
@@ -270,8 +337,9 @@ def render_page(results: Sequence[Mapping[str, Any]], img_dir: Path, img_rel: st
     lines = [
         "# Benchmarks",
         "",
-        "<!-- Generated by `python -m bench --page-only` from bench/results/*.json; "
-        "do not edit by hand. -->",
+        "<!-- Generated by `python -m bench --page-only` from bench/results/*.json and "
+        "bench/results/commentary.md; sections after the Commentary are maintained by hand "
+        "and kept by the generator. -->",
         "",
         "Every method runs on the same policies, the same seed and the same data splits of the "
         "built-in world; the numbers are what `gatelang apply` wrote in each run's `report.json` "
@@ -282,7 +350,7 @@ def render_page(results: Sequence[Mapping[str, Any]], img_dir: Path, img_rel: st
         "Reproduce:",
         "",
         "```bash",
-        "python -m bench --quick   # smoke run, < 5 min on 2 CPU cores",
+        "python -m bench --quick   # smoke run: one policy, every method",
         "python -m bench           # the full grid",
         "python -m bench --real    # the SmolLM2-135M-Instruct row",
         "```",
@@ -303,27 +371,39 @@ def render_page(results: Sequence[Mapping[str, Any]], img_dir: Path, img_rel: st
                      f"stdlib {res.get('stdlib_version', '?')}, gatelang {res.get('gatelang_version', '?')}")
         lines.append(f"- duration: {_fmt_duration(res.get('duration_s'))} "
                      f"({res.get('created', '')})")
+        src = res.get("source") or {}
+        if src.get("commit"):
+            changed = src.get("changed") or []
+            lines.append(f"- source: commit `{src['commit'][:12]}`"
+                         + (f", with uncommitted changes to {len(changed)} library file(s)"
+                            if changed else ""))
         if res.get("notes"):
             lines.append(f"- notes: {res['notes']}")
         lines.append("")
         for policy in res.get("policies", []):
             lines += [f"### `{policy['id']}`", "", _policy_caption(policy), "",
                       policy_table(res, policy)]
-        wl = wins_and_losses(res)
-        if wl:
-            lines += ["### Where neural_gate wins and loses (computed)", "",
-                      "A difference counts when the 95% intervals do not overlap, or, without "
-                      f"intervals, when it exceeds {TIE_POINTS:.0f} points.", "", *wl, ""]
+            attacks = attack_table(res, policy)
+            if attacks:
+                lines += [f"Attacks on `{policy['id']}`:", "", attacks]
+        for name in HIGHLIGHTED:
+            wl = wins_and_losses(res, name)
+            if wl:
+                lines += [f"### Where {name} wins and loses (computed)", "",
+                          "A difference counts when the 95% intervals do not overlap, or, "
+                          f"without intervals, when it exceeds {TIE_POINTS:.0f} points.", "",
+                          *wl, ""]
         stem = Path(res.get("_file", kind)).stem
         if plot_tradeoff(res, img_dir / f"{stem}_tradeoff.png"):
             lines += ["### Trade-off", "", f"![trade-off]({img_rel}/{stem}_tradeoff.png)", ""]
+        lines += _search_section(res)
         failed = [r for r in res.get("runs", []) if not r.get("summary")]
         if failed:
             lines += ["### Runs that did not complete", ""]
             for r in failed:
-                err = (r.get("error") or "").strip().splitlines()
+                err = failure_text(r)
                 lines.append(f"- `{r['policy']}` / {r['method']}: exit {r.get('exit_code')}"
-                             + (f" — `{err[-1][:200]}`" if err else ""))
+                             + (f" — `{err}`" if err else ""))
             lines.append("")
         lines += _pass_time_section(res)
         lines += _cost_section(res, img_dir, img_rel, stem)
@@ -355,6 +435,43 @@ def _pass_time_section(res: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _search_section(res: Mapping[str, Any]) -> list[str]:
+    """What the self-configuring method chose on each policy, and what choosing cost."""
+    runs = [r for r in res.get("runs", []) if r.get("search")]
+    if not runs:
+        return []
+    out = ["### Configuration search (refusal_patch)", "",
+           "Measured on the selection split the search carves from the edit data (never the "
+           "held-out or attack sets); a target counts as met within one item.", "",
+           "| policy | configurations tried | chosen (changed from the defaults) | met | "
+           "search (s) | edit pass, search included (s) | units | selection: refusal / leak / "
+           "prefill leak / locality / over-refusal / utility drop | selection questions "
+           "(protected / other subjects) |",
+           "|---|---:|---|---|---:|---:|---:|---|---|"]
+    for r in runs:
+        s = r["search"]
+        m = s.get("selection_metrics") or {}
+
+        def pct(key: str, m: Mapping[str, Any] = m) -> str:
+            return "–" if m.get(key) is None else f"{float(m[key]) * 100:.0f}%"
+
+        changed = ", ".join(f"{k} {v}" for k, v in (s.get("chosen_config") or {}).items())
+        n = s.get("selection_n") or {}
+        edit_s = (r.get("timing") or {}).get("edit")
+        fell = [", ".join(f) for f in s.get("failed") or [] if f]
+        out.append(
+            f"| `{r['policy']}` | {s.get('trials')} | {changed or 'defaults'}"
+            + (f" (earlier trials fell short on: {'; '.join(fell)})" if fell else "")
+            + f" | {'yes' if s.get('met') else 'no'} | {float(s.get('seconds') or 0):.1f} | "
+            f"{'–' if edit_s is None else f'{float(edit_s):.1f}'} | {s.get('units', '–')} | "
+            + " / ".join(pct(k) for k in ("refusal", "leakage", "prefill", "locality",
+                                          "over_refusal", "utility_drop"))
+            + f" | {int(n['refusal']) if n.get('refusal') else '–'} / "
+            f"{int(n['locality']) if n.get('locality') else '–'} |")
+    out.append("")
+    return out
+
+
 def _methods_legend() -> list[str]:
     """What each row is, from the registered methods the runs used (so the page cannot drift)."""
     from gatelang.methods import methods
@@ -365,9 +482,12 @@ def _methods_legend() -> list[str]:
     for m in ALL_METHODS:
         if m in presets:
             out.append(f"- **{m}**: {' '.join(presets[m].description.split())}")
-    out += ["", "The random gate is given the layer and the gate size neural_gate chose on the "
-            "same policy, and finetune the same layer, so they isolate *where* the gate is and "
-            "*whether* there is one. Encoder remapping runs only on the policy with image "
+    out += ["", "`refusal_patch` is the default: its policies carry no `method` block and the "
+            "harness passes it no parameters, so it chooses its own configuration on a selection "
+            "split of the edit data, as a user's `apply` does (the search's time is part of its "
+            "wall time). The random gate is given the layer and the gate size neural_gate chose "
+            "on the same policy, and finetune the same layer, so they isolate *where* the gate "
+            "is and *whether* there is one. Encoder remapping runs only on the policy with image "
             "queries (it edits the vision tower, not the decoder).", ""]
     return out
 
@@ -382,9 +502,14 @@ def _cost_section(res: Mapping[str, Any], img_dir: Path, img_rel: str, stem: str
                 "|---|---:|---:|---:|---:|"]
         for p in sorted(targets, key=lambda p: (p["method"], p["targets"])):
             nt = p.get("neurons_touched")
+            touched = "–" if nt is None else f"{nt * 100:.2f}%"
+            if nt is None and p.get("exit_code") == 3:
+                touched = "no patch (the search stopped)"
+            elif nt is None and p.get("exit_code") not in (0, 3, None):
+                err = failure_text(p)
+                touched = f"failed, exit {p['exit_code']}" + (f": `{err}`" if err else "")
             out.append(f"| {p['method']} | {p['targets']} | {p['wall_s']:.1f} | "
-                       f"{p.get('peak_rss_mb') or 0:.0f} | "
-                       f"{'–' if nt is None else f'{nt * 100:.2f}%'} |")
+                       f"{p.get('peak_rss_mb') or 0:.0f} | {touched} |")
         out.append("")
         if plot_cost(targets, "targets", ["wall_s"], "target subjects", "apply wall time, s",
                      "apply cost vs targets", img_dir / f"{stem}_cost_targets.png"):
@@ -415,9 +540,9 @@ def _cost_section(res: Mapping[str, Any], img_dir: Path, img_rel: str, stem: str
     probe = cost.get("probe_overhead")
     if probe:
         out += ["### Probe overhead", "",
-                f"Hooked forward pass (probe sites) vs bare forward on `{probe.get('model')}`: "
-                f"{probe['bare_s']:.3f} s vs {probe['hooked_s']:.3f} s for "
-                f"{probe['prompts']} prompts (overhead {probe['overhead'] * 100:.1f}%).", ""]
+                f"Forward passes on `{probe.get('model')}`, {probe['prompts']} prompts: "
+                f"{probe['bare_s']:.3f} s bare, {probe['hooked_s']:.3f} s with hooks at the "
+                f"probe sites (overhead {probe['overhead'] * 100:.1f}%).", ""]
     return out
 
 
@@ -445,12 +570,36 @@ def _real_section(res: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def top_sections(text: str) -> list[tuple[str, str]]:
+    """(heading line, whole section text) of each "## " section, fenced code skipped."""
+    sections: list[tuple[str, list[str]]] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("## "):
+            sections.append((line.rstrip(), []))
+        if sections:
+            sections[-1][1].append(line)
+    return [(head, "\n".join(body).rstrip() + "\n") for head, body in sections]
+
+
+def hand_sections(old_page: str) -> list[str]:
+    """Sections of an existing page that the generator does not write, to keep as they are."""
+    return [body for head, body in top_sections(old_page)
+            if not head.startswith(GENERATED_SECTIONS)]
+
+
 def write_page(results_dir: Path, page_path: Path, img_dir: Path) -> Path:
     results = load_results(results_dir.glob("*.json"))
     commentary_path = results_dir / "commentary.md"
     commentary = commentary_path.read_text(encoding="utf-8") if commentary_path.exists() else None
     img_rel = os.path.relpath(img_dir, page_path.parent)
     text = render_page(results, img_dir, img_rel, commentary)
+    if page_path.exists():
+        kept = hand_sections(page_path.read_text(encoding="utf-8"))
+        if kept:
+            text = text.rstrip() + "\n\n" + "\n".join(kept)
     page_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=page_path.parent, suffix=".md")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -13,12 +13,15 @@ from typing import Any
 
 from . import api
 from .grid import METHODS, PolicySpec, applies_to, cost_policies, method_params, policy_grid
-from .machine import describe_machine
+from .machine import describe_machine, load_average
 from .metrics import summarize
 from .page import SCHEMA
 from .runner import RunOutcome, apply_once, verified_items
 
 Log = Callable[[str], None]
+# Methods whose `apply` cost is measured against the number of targets: the default and the
+# published Neural Gate.
+COST_METHODS = ("refusal_patch", "neural_gate")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -61,6 +64,38 @@ def pass_seconds(timing: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
+def search_record(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A self-configuring method's search, from its report's `edits`: the targets, how many
+    configurations it trained and in how long, the one it chose and its selection numbers."""
+    for edit in (report or {}).get("edits") or []:
+        search = edit.get("search") if isinstance(edit, dict) else None
+        if not isinstance(search, dict) or not search.get("trials"):
+            continue
+        trials = search["trials"]
+        chosen = search.get("chosen")
+        best = trials[chosen] if isinstance(chosen, int) and 0 <= chosen < len(trials) else {}
+        return {
+            "method": edit.get("method"),
+            "met": search.get("met"),
+            "stopped": search.get("stopped"),
+            "seconds": search.get("seconds"),
+            "edit_seconds": edit.get("seconds"),
+            "trials": len(trials),
+            "chosen": chosen,
+            "chosen_config": search.get("chosen_config"),
+            "method_block": search.get("method_block"),
+            "targets": search.get("targets"),
+            "selection": search.get("selection"),
+            "selection_metrics": {k: v for k, v in (best.get("metrics") or {}).items()
+                                  if not k.startswith(("n:", "n_"))},
+            "selection_n": {k[2:]: v for k, v in (best.get("metrics") or {}).items()
+                            if k.startswith("n:")},
+            "failed": [sorted(t.get("failed") or {}) for t in trials],
+            "units": edit.get("units_selected"),
+        }
+    return None
+
+
 def run_record(outcome: RunOutcome, params: dict[str, object], seed: int, spec: PolicySpec
                ) -> dict[str, Any]:
     rec: dict[str, Any] = {
@@ -83,9 +118,33 @@ def run_record(outcome: RunOutcome, params: dict[str, object], seed: int, spec: 
         rec["patch"] = patch
         rec["localization"] = rep.get("localization")
         rec["metrics"] = rep.get("metrics")
+        search = search_record(rep)
+        if search:
+            rec["search"] = search
     else:
         rec["error"] = outcome.stderr_tail
     return rec
+
+
+def source_state(root: Path | None = None) -> dict[str, Any]:
+    """The commit the library ran from and the library files that differed from it, if git can
+    say: a results file from a working tree names what it measured."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = (git("rev-parse", "HEAD") or "").strip() or None
+    changed = git("status", "--porcelain", "--", "gatelang", "stdlib")
+    return {"commit": commit,
+            "changed": [line[3:] for line in (changed or "").splitlines() if line.strip()]}
 
 
 def _header(suite: str, model: str, seed: int, options: dict[str, Any], notes: str = ""
@@ -99,6 +158,7 @@ def _header(suite: str, model: str, seed: int, options: dict[str, Any], notes: s
         "seed": seed,
         "gatelang_version": api.gatelang_version(),
         "stdlib_version": api.stdlib_version(),
+        "source": source_state(),
         "notes": notes,
         "options": options,
         "policies": [],
@@ -135,6 +195,8 @@ def run_methods(
                 fraction, layer = chosen_gate(outcome.report)
             rec = run_record(outcome, params, seed, spec)
             results["runs"].append(rec)
+            results.setdefault("machine", {}).setdefault("load_average", []).append(
+                load_average())
             log(f"[bench]   exit {outcome.exit_code}, {outcome.wall_s:.1f} s, "
                 f"{outcome.peak_rss_mb:.0f} MiB" + ("" if rec.get("summary") else
                                                     f"\n{outcome.stderr_tail}"))
@@ -161,10 +223,13 @@ def run_cost_targets(
     points = results["cost"].setdefault("apply_vs_targets", [])
     for spec in cost_policies(subject_names, counts):
         for method in methods:
+            # the grid already ran this exact policy (to a patch, or to a search's stop): reuse it
             done = next((r for r in results["runs"] if r["policy"] == spec.id
-                         and r["method"] == method and r.get("summary")), None)
-            if done is not None:  # the grid already ran this exact policy: reuse it
-                nt = (done["summary"]["after"].get("neurons_touched") or {}).get("value")
+                         and r["method"] == method and (r.get("summary") or r.get("exit_code")
+                                                        == 3)), None)
+            if done is not None:
+                nt = ((done.get("summary") or {}).get("after", {}).get("neurons_touched")
+                      or {}).get("value")
                 points.append({"method": method, "targets": len(spec.subjects),
                                "wall_s": done["wall_s"], "peak_rss_mb": done["peak_rss_mb"],
                                "exit_code": done["exit_code"], "timing": done.get("timing"),
@@ -176,9 +241,11 @@ def run_cost_targets(
                                  seed=seed, options=options, threads=threads)
             patch = (outcome.report or {}).get("patch") or {}
             nt = None
+            if outcome.report is None and outcome.exit_code == 3:
+                log(f"[bench]   stopped before verification: {outcome.stderr_tail[-300:]}")
             if patch.get("neurons_total"):
                 nt = patch.get("neurons_touched", 0) / patch["neurons_total"]
-            points.append({
+            point = {
                 "method": method,
                 "targets": len(spec.subjects),
                 "wall_s": round(outcome.wall_s, 3),
@@ -186,7 +253,10 @@ def run_cost_targets(
                 "exit_code": outcome.exit_code,
                 "timing": pass_seconds((outcome.report or {}).get("timing")),
                 "neurons_touched": nt,
-            })
+            }
+            if outcome.report is None:
+                point["error"] = outcome.stderr_tail
+            points.append(point)
             write_json_atomic(out_path, results)
 
 
@@ -225,7 +295,8 @@ def run_suite(
         counts = (1,) if quick else (1, 5, 20, 48)
         run_cost_targets(names, counts, results=results, out_path=out_path, work_dir=work_dir,
                          model=model, seed=seed, quick=quick, threads=threads,
-                         options=options, log=log)
+                         options=options, log=log,
+                         methods=[m for m in COST_METHODS if m in methods])
     results["duration_s"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out_path, results)
     return results

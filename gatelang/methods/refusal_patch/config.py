@@ -132,6 +132,9 @@ class RefusalPatchConfig(MethodConfig):
         False, "with replies in several languages, start with every language's apology "
         "(\"抱歉 / I'm sorry / Lo siento: ...\"), so that an answer that ends after its first "
         "reply still refuses in the question's language")
+    reply_order: Literal["shortest", "rule"] = param(
+        "shortest", "order of the replies within the rule's languages: shortest first (as many "
+        "as possible fit in a short answer), or the rule's own order")
     refusal_weight: float = param(0.2, "weight of the refusal NLL (summed over a reply's tokens, "
                                   "averaged over replies)", ge=0.0, le=100.0)
     hard_weight: float = param(4.0, "extra weight of the reply tokens the unedited model would "

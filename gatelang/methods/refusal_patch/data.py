@@ -262,7 +262,7 @@ def apology(reply: str) -> str:
 
 
 def refusal_text(stdlib: Any, language: str, reply_languages: Sequence[Sequence[str]] = (),
-                 head: bool = False) -> str:
+                 head: bool = False, shortest_first: bool = True) -> str:
     """The reply a protected question is trained towards: the stdlib's first refusal reply of the
     question's language, or, with `reply_languages` (groups of languages: the rule's, then the
     model's others), the first replies of all those languages in one answer, group by group,
@@ -276,7 +276,9 @@ def refusal_text(stdlib: Any, language: str, reply_languages: Sequence[Sequence[
     for group in reply_languages:
         replies = [stdlib.languages[c].refusal_replies[0] for c in dict.fromkeys(group)
                    if c in stdlib.languages]
-        for r in sorted(replies, key=lambda r: (len(r.encode("utf-8")), r)):
+        order = sorted(replies, key=lambda r: (len(r.encode("utf-8")), r)) if shortest_first \
+            else replies
+        for r in order:
             if r not in out:
                 out.append(r)
     if head:
@@ -291,7 +293,7 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
                languages: Sequence[str] = (),
                other_values: str = "rule", contexts: int = 0, start_weight: float = 1.0,
                value_tokens: int = 0, hard: bool = True, fresh_images: int = 0,
-               reply_head: bool = False,
+               reply_head: bool = False, shortest_first: bool = True,
                exclude: Sequence[Any] = ()) -> list[Row]:
     """Every training row for the protected `queries` (see the module docstring).
 
@@ -304,7 +306,8 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
     shared = {v: value_prefix(world, stdlib, v) for q in queries
               for v in protected_values(world, stdlib, q)}
     for n, q in enumerate(queries):
-        reply = refusal_text(stdlib, q.language, reply_languages, head=reply_head)
+        reply = refusal_text(stdlib, q.language, reply_languages, head=reply_head,
+                             shortest_first=shortest_first)
         sp = shared[q.answer]
         # The refusal where the answer starts; and, when every subject's value starts alike
         # ("555-"), right after that information-free start, where the answer would begin to
@@ -344,7 +347,8 @@ def build_rows(world: Any, stdlib: Any, queries: Sequence[Any], *,
         for n, q in enumerate(queries):
             t = CONTEXTS[(n + c) % len(CONTEXTS)]
             rows.append(Row(in_context(q, t), refusal_text(stdlib, q.language, reply_languages,
-                                                           head=reply_head),
+                                                           head=reply_head,
+                                                           shortest_first=shortest_first),
                             "refuse", q.language, take=refusal_tokens,
                             eos=refusal_tokens == 0, group=n))
         for n, r in enumerate(retain):

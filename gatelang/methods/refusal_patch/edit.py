@@ -87,7 +87,7 @@ def loss_weights(cfg: RefusalPatchConfig) -> Weights:
 DATA_KEYS = ("prefixes", "refusal_tokens", "reply_languages", "retain_other_subjects",
              "retain_same_subject", "retain_utility", "tamper_copies", "tamper_steps",
              "tamper_lr", "layer", "margin_tokens", "other_values", "contexts", "start_weight",
-             "value_tokens", "hard_negatives", "easy_tokens", "fresh_images", "reply_head")
+             "value_tokens", "hard_negatives", "easy_tokens", "fresh_images", "reply_head", "reply_order")
 
 
 def patch_cache(ctx: PassContext, cfg: RefusalPatchConfig, queries: Sequence[Any], *,
@@ -107,6 +107,7 @@ def patch_cache(ctx: PassContext, cfg: RefusalPatchConfig, queries: Sequence[Any
                       start_weight=cfg.start_weight, value_tokens=cfg.value_tokens,
                       hard=cfg.hard_negatives, fresh_images=cfg.fresh_images,
                       reply_head=cfg.reply_head,
+                      shortest_first=cfg.reply_order == "shortest",
                       exclude=exclude)
     update = (lambda n: progress.update(n)) if progress is not None else None
     caches = [cache_states(ctx.loaded, layer, rows, progress=update,

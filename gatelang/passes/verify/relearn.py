@@ -91,14 +91,15 @@ def training_pools(ctx: PassContext, node: NodeSpec, items: Sequence[EvalItem] =
 def schedule(facts: Sequence[Any], utility: Sequence[Any], steps: int, batch: int,
              seed: int) -> list[list[Any]]:
     """`steps` batches of `batch` rows: ceil(batch/2) facts, the rest utility tasks (all facts
-    when there are no utility tasks), each pool shuffled once with `seed` and cycled."""
-    if not facts:
-        raise PlanError("verify.relearn: no unrelated facts to fine-tune on")
+    when there are no utility tasks, all utility tasks when a policy protects every subject and
+    leaves no unrelated fact), each pool shuffled once with `seed` and cycled."""
+    if not facts and not utility:
+        raise PlanError("verify.relearn: no unrelated facts or benign tasks to fine-tune on")
     rng = random.Random(seed)
     pools = [list(facts), list(utility)]
     for pool in pools:
         rng.shuffle(pool)
-    n_facts = math.ceil(batch / 2) if utility else batch
+    n_facts = (math.ceil(batch / 2) if utility else batch) if facts else 0
     quota = (n_facts, batch - n_facts)
     cursor = [0, 0]
     out = []
