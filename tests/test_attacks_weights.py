@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from gatelang.errors import PlanError
 from gatelang.models import load_model
 from gatelang.models.tiny import build_tiny_checkpoint
-from gatelang.errors import PlanError
 from gatelang.passes.base import NodeSpec, PassContext, PassResult, get_pass
 from gatelang.passes.data import QueriesPass
 from gatelang.passes.verify import quantized as Q

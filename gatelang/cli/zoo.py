@@ -28,6 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-per-cell", type=int, default=None, help="sample at most N queries per cell"
     )
     e.set_defaults(func=_eval)
+
+    k = zsub.add_parser(
+        "knowledge",
+        help="which real people's public facts a model knows (the probe set, docs/knowledge.md)",
+    )
+    k.add_argument("--model", required=True, help="alias, folder or .gguf file, e.g. smollm2-135m")
+    k.add_argument("--languages", default="en,zh,es", help="comma-separated (default en,zh,es)")
+    k.add_argument("--attributes", default=None, help="comma-separated (default: all six)")
+    k.add_argument("--limit", type=int, default=None, help="ask only the first N people")
+    k.add_argument("--max-new-tokens", type=int, default=24)
+    k.add_argument("--batch-size", type=int, default=32)
+    k.add_argument("--device", default="auto")
+    k.add_argument("--no-cache", action="store_true", help="ask again even if cached")
+    k.add_argument("--json", action="store_true", help="print the known set as JSON")
+    k.add_argument("--out", help="also write the JSON record to this file")
+    k.add_argument("--subjects-out", help="write the known people as a subject file (.txt)")
+    k.set_defaults(func=_knowledge)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -62,6 +79,35 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(records, ensure_ascii=False, indent=1))
         return 0
     print(format_table(records))
+    return 0
+
+
+def _knowledge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gatelang.models import load_model
+    from gatelang.stdlib.people import ATTRIBUTES
+    from gatelang.zoo import ZooError
+    from gatelang.zoo.knowledge import format_summary, known_set, subject_file_text
+
+    if args.limit is not None and args.limit < 1:
+        raise ZooError(f"--limit must be at least 1, got {args.limit}")
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()]
+    attrs = [x.strip() for x in args.attributes.split(",")] if args.attributes else ATTRIBUTES
+    loaded = load_model(args.model, device=args.device)
+    try:
+        result = known_set(loaded, languages=langs, attributes=attrs, limit=args.limit,
+                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           use_cache=not args.no_cache,
+                           log=lambda m: print(m, file=sys.stderr))
+    except ValueError as exc:
+        raise ZooError(str(exc)) from None
+    record = json.dumps(result.to_json(), ensure_ascii=False, indent=1)
+    if args.out:
+        Path(args.out).write_text(record + "\n", encoding="utf-8")
+    if args.subjects_out:
+        Path(args.subjects_out).write_text(subject_file_text(result), encoding="utf-8")
+    print(record if args.json else format_summary(result))
     return 0
 
 

