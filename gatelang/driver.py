@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatelang.errors import EXIT_OK, EXIT_REQUIREMENT, GatelangError, ModelError, PlanError
+from gatelang.errors import (
+    EXIT_OK,
+    EXIT_REQUIREMENT,
+    GatelangError,
+    ModelError,
+    PlanError,
+    SelectionError,
+)
 from gatelang.passes.base import PassOptions, pass_options
 
 CACHE_DIR = ".gatelang-cache"
@@ -323,7 +330,15 @@ def apply(
                       cache_dir=(out_dir / CACHE_DIR) if cache else None, progress=progress,
                       budget=DEFAULT_BUDGET if budget is None else budget,
                       passes=pass_options(options))
-    record = run(path, opts, loaded=loaded, log=log)
+    try:
+        record = run(path, opts, loaded=loaded, log=log)
+    except SelectionError as exc:
+        # no patch to verify: what the edit tried and why it stopped, next to where the report
+        # would have been (a later run into the folder replaces it)
+        from gatelang.report.stopped import write_stopped
+
+        written = write_stopped(out_dir, str(path), exc)
+        raise SelectionError(f"{exc}\nwritten: {written[0]}", exc.trace, exc.method) from None
     return write_artifacts(record, out_dir)
 
 

@@ -145,3 +145,14 @@ class RequirementError(GatelangError):
     """A run finished but some `require` threshold failed; artifacts are written, patch rejected."""
 
     exit_code = EXIT_REQUIREMENT
+
+
+class SelectionError(RequirementError):
+    """An edit that chooses its own configuration found none that meets the policy's
+    requirements on its selection split, and stopped the run before verification (exit 3).
+    `trace` holds what it tried, for the record `apply` writes."""
+
+    def __init__(self, message: str, trace: dict | None = None, method: str = "") -> None:
+        super().__init__(message)
+        self.trace = dict(trace or {})
+        self.method = method

@@ -44,7 +44,8 @@ def is_artifact(name: str) -> bool:
     A run owns these: a new run replaces them all (a stale rejected patch or plot goes). Every
     other entry (the resume cache, a file a user put there) is carried over to the new set.
     """
-    return (name in ("gate.lock", "report.json", "report.md", "report.html", ITEMS_FILE)
+    return (name in ("gate.lock", "report.json", "report.md", "report.html", ITEMS_FILE,
+                     "stopped.md", "stopped.json")
             or (name.startswith("patch.") and name.endswith(".safetensors"))
             or (name.startswith("plot-") and name.endswith(".png")))
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from gatelang.errors import RequirementError
+from gatelang.errors import SelectionError
 from gatelang.measure import from_query, judge
 from gatelang.measure.sets import spread
 from gatelang.methods.refusal_patch.config import (
@@ -71,13 +71,12 @@ SELECT_UTILITY = 240
 MIN_SLACK_N = 10
 
 
-class SearchError(RequirementError):
+class SearchError(SelectionError):
     """No configuration met the targets on the selection split (exit 3, before verification).
     `trace` holds every trial, for a caller that reports them."""
 
     def __init__(self, message: str, trace: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.trace = trace
+        super().__init__(message, trace, method="refusal_patch")
 
 
 @dataclass
