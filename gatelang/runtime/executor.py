@@ -212,8 +212,11 @@ class Executor:
                     display.finish(spec.id, 0.0, cached=True)
                 continue
             cls = classes[spec.id]
+            # The executor's own code is part of the key: how it hands a node its inputs is
+            # part of what the node computes (a fix there must not be masked by old results).
             key = cache_key(spec.id, fingerprint=self.fingerprint,
-                            version=f"{cls.op}@{code_fingerprint(cls.__module__)}")
+                            version=f"{cls.op}@{code_fingerprint(cls.__module__)}"
+                                    f"@{code_fingerprint(__name__)}")
             hit = self.cache.get(key)
             if hit is not None:
                 out.results[spec.id] = hit
