@@ -308,6 +308,11 @@ def search(ctx: Any, cfg: RefusalPatchConfig, queries: Sequence[Any], train: Tra
         changed = {k: v for k, v in current.model_dump().items() if base.get(k) != v}
         trials.append(Trial(changed, metrics, failed, time.perf_counter() - t,
                             (weights, summary)))
+        # keep only the closest trial's weights (on a large model each is whole MLP matrices)
+        closest = min(range(len(trials)), key=lambda k: (sum(trials[k].failed.values()), k))
+        for k, tr in enumerate(trials):
+            if k != closest:
+                tr.result = None
         if progress is not None:
             progress(f"trial {i + 1}: " + (", ".join(
                 f"{k} {metrics[k]:.0%}" for k in ("refusal", "leakage", "locality",
