@@ -105,6 +105,16 @@ def edit_queries(ctx: PassContext, inputs: dict[str, PassResult]) -> list[Any]:
     return spread(queries, ctx.options.edit_max_items)
 
 
+def required_edit_queries(ctx: PassContext, node: Any, inputs: dict[str, PassResult]
+                          ) -> list[Any]:
+    """`edit_queries`, for a pass that cannot edit on nothing: an empty edit set is a
+    `PlanError` naming the pass."""
+    queries = edit_queries(ctx, inputs)
+    if not queries:
+        raise PlanError(f"{node.op}: the edit set is empty")
+    return queries
+
+
 @register
 class QueriesPass(Pass):
     op = "data.queries"
@@ -122,4 +132,5 @@ class QueriesPass(Pass):
                                 "n": len(queries), "cells": cells})
 
 
-__all__ = ["QueriesPass", "edit_queries", "find_data", "queries_of", "select"]
+__all__ = ["QueriesPass", "edit_queries", "find_data", "queries_of", "required_edit_queries",
+           "select"]

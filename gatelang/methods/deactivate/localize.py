@@ -24,7 +24,7 @@ from gatelang.passes.base import (
     method_config,
     register,
 )
-from gatelang.passes.data import edit_queries
+from gatelang.passes.data import required_edit_queries
 from gatelang.passes.edit_set import as_item, encode
 
 
@@ -51,9 +51,7 @@ class PrivacyNeuronsLocalize(Pass):
                             "cross-lingual (param cross_lingual)")
         cross_lingual = bool(node.params["cross_lingual"])
         method = str(node.params["method"])
-        queries = edit_queries(ctx, inputs)
-        if not queries:
-            raise PlanError(f"{node.op}: the edit set is empty")
+        queries = required_edit_queries(ctx, node, inputs)
         adapter = ctx.loaded.adapter
         down = {i: adapter.module(f"down_proj({i})") for i in range(adapter.num_layers)}
         steps = p.ig_steps

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from gatelang.errors import PlanError
 from gatelang.methods.neural_gate.algorithm import gated_finetune, quiet_units, select_units
 from gatelang.methods.neural_gate.config import RefusalEditConfig
 from gatelang.models.prefix import decoder_stack
@@ -28,7 +27,7 @@ from gatelang.passes.base import (
     register,
     weights_of,
 )
-from gatelang.passes.data import edit_queries
+from gatelang.passes.data import required_edit_queries
 from gatelang.passes.edit_set import build_examples, examples_from_json, pair_batch, pairs_batch
 
 EDIT_INPUTS = {"edit_set": Input((QUERY_SET,), many=True),
@@ -56,9 +55,7 @@ def refusal_edit(ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]
                  loc: PassResult | None) -> PassResult:
     """The refusal fine-tune at one layer; `loc` is the GateMask localization, or None."""
     cfg: RefusalEditConfig = method_config(ctx, node)
-    queries = edit_queries(ctx, inputs)
-    if not queries:
-        raise PlanError(f"{node.op}: the edit set is empty")
+    queries = required_edit_queries(ctx, node, inputs)
     adapter = ctx.loaded.adapter
     if loc is not None and "examples" in loc.data:
         examples = examples_from_json(ctx, loc.data["examples"], queries)

@@ -26,7 +26,7 @@ from gatelang.passes.base import (
     method_config,
     register,
 )
-from gatelang.passes.data import edit_queries
+from gatelang.passes.data import required_edit_queries
 from gatelang.passes.edit_set import build_examples, examples_to_json, mask_batch
 
 LOCALIZE_INPUTS = {"edit_set": Input((QUERY_SET,), many=True),
@@ -61,9 +61,7 @@ class NeuralGateLocalize(Pass):
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         p: NeuralGateConfig = method_config(ctx, node)
-        queries = edit_queries(ctx, inputs)
-        if not queries:
-            raise PlanError(f"{node.op}: the edit set is empty")
+        queries = required_edit_queries(ctx, node, inputs)
         examples = build_examples(ctx, queries, other_subjects=p.retain_other_subjects,
                                   same_subject=p.retain_same_subject)
         samples = spread(examples, p.mask_samples)

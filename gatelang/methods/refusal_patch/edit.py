@@ -43,7 +43,7 @@ from gatelang.passes.base import (
     register,
     weights_of,
 )
-from gatelang.passes.data import edit_queries
+from gatelang.passes.data import required_edit_queries
 
 
 def _encode_answers(ctx: PassContext, queries: Sequence[Any]) -> Any:
@@ -185,9 +185,7 @@ class RefusalPatchEdit(Pass):
 
     def run(self, ctx: PassContext, node: NodeSpec, inputs: dict[str, PassResult]) -> PassResult:
         cfg: RefusalPatchConfig = method_config(ctx, node)
-        queries = edit_queries(ctx, inputs)
-        if not queries:
-            raise PlanError(f"{node.op}: the edit set is empty")
+        queries = required_edit_queries(ctx, node, inputs)
         upstream = weights_of(inputs)
         bar = ctx.progress(0, "edit: refusal_patch (caching states)")
         with ctx.edited_weights(upstream):
